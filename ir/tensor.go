@@ -1,0 +1,67 @@
+package ir
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// Tensor is host data bound to a weight: raw little-endian bytes of DType,
+// usually a read-only slice of a memory-mapped checkpoint.
+type Tensor struct {
+	DType DType
+	Shape Shape
+	Data  []byte
+}
+
+// Check reports whether the data length fits the dtype and shape.
+func (t Tensor) Check() error {
+	if want := t.Shape.Elems() * t.DType.Size(); len(t.Data) != want {
+		return fmt.Errorf("%v%v needs %d bytes, has %d", t.DType, t.Shape, want, len(t.Data))
+	}
+	return nil
+}
+
+// F32s views the data of an F32 tensor as []float32 without copying when the
+// bytes are aligned (mmapped checkpoints are), else copies.
+func (t Tensor) F32s() []float32 { return viewAs[float32](t.Data) }
+
+// U16s views BF16 or F16 data as raw 16-bit words.
+func (t Tensor) U16s() []uint16 { return viewAs[uint16](t.Data) }
+
+func viewAs[T float32 | uint16](b []byte) []T {
+	var zero T
+	size := int(unsafe.Sizeof(zero))
+	n := len(b) / size
+	if n == 0 {
+		return nil
+	}
+	if uintptr(unsafe.Pointer(&b[0]))%uintptr(size) == 0 {
+		return unsafe.Slice((*T)(unsafe.Pointer(&b[0])), n)
+	}
+	out := make([]T, n)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&out[0])), n*size), b)
+	return out
+}
+
+// Float32s decodes any float tensor into a new []float32.
+func (t Tensor) Float32s() ([]float32, error) {
+	if err := t.Check(); err != nil {
+		return nil, err
+	}
+	switch t.DType {
+	case F32:
+		return append([]float32(nil), t.F32s()...), nil
+	case BF16, F16:
+		widen := BF16ToF32
+		if t.DType == F16 {
+			widen = F16ToF32
+		}
+		words := t.U16s()
+		out := make([]float32, len(words))
+		for i, w := range words {
+			out[i] = widen(w)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("cannot decode %v as floats", t.DType)
+}
