@@ -17,27 +17,27 @@ import (
 // Config is a Gemma-2 model's hyper-parameters, named as in Hugging Face's
 // config.json.
 type Config struct {
-	ModelType             string  `json:"model_type"`
-	VocabSize             int     `json:"vocab_size"`
-	HiddenSize            int     `json:"hidden_size"`
-	IntermediateSize      int     `json:"intermediate_size"`
-	NumHiddenLayers       int     `json:"num_hidden_layers"`
-	NumAttentionHeads     int     `json:"num_attention_heads"`
-	NumKeyValueHeads      int     `json:"num_key_value_heads"`
-	HeadDim               int     `json:"head_dim"`
-	QueryPreAttnScalar    float64 `json:"query_pre_attn_scalar"`
-	SlidingWindow         int     `json:"sliding_window"`
-	AttnLogitSoftcapping  float64 `json:"attn_logit_softcapping"`
-	FinalLogitSoftcapping float64 `json:"final_logit_softcapping"`
-	RopeTheta             float64 `json:"rope_theta"`
-	RMSNormEps            float64 `json:"rms_norm_eps"`
-	HiddenActivation      string  `json:"hidden_activation"`
-	HiddenAct             string  `json:"hidden_act,omitempty"`
-	MaxPositionEmbeddings int     `json:"max_position_embeddings"`
-	TieWordEmbeddings     bool    `json:"tie_word_embeddings"`
-	BOSTokenID            int     `json:"bos_token_id"`
+	ModelType             string   `json:"model_type"`
+	VocabSize             int      `json:"vocab_size"`
+	HiddenSize            int      `json:"hidden_size"`
+	IntermediateSize      int      `json:"intermediate_size"`
+	NumHiddenLayers       int      `json:"num_hidden_layers"`
+	NumAttentionHeads     int      `json:"num_attention_heads"`
+	NumKeyValueHeads      int      `json:"num_key_value_heads"`
+	HeadDim               int      `json:"head_dim"`
+	QueryPreAttnScalar    float64  `json:"query_pre_attn_scalar"`
+	SlidingWindow         int      `json:"sliding_window"`
+	AttnLogitSoftcapping  float64  `json:"attn_logit_softcapping"`
+	FinalLogitSoftcapping float64  `json:"final_logit_softcapping"`
+	RopeTheta             float64  `json:"rope_theta"`
+	RMSNormEps            float64  `json:"rms_norm_eps"`
+	HiddenActivation      string   `json:"hidden_activation"`
+	HiddenAct             string   `json:"hidden_act,omitempty"`
+	MaxPositionEmbeddings int      `json:"max_position_embeddings"`
+	TieWordEmbeddings     bool     `json:"tie_word_embeddings"`
+	BOSTokenID            int      `json:"bos_token_id"`
 	EOSTokenID            TokenIDs `json:"eos_token_id"`
-	PadTokenID            int     `json:"pad_token_id"`
+	PadTokenID            int      `json:"pad_token_id"`
 	// TorchDType is the dtype the checkpoint was saved in; Hugging Face runs
 	// activations in it, which decides how sqrt(hidden) is rounded.
 	TorchDType string `json:"torch_dtype"`
@@ -163,6 +163,15 @@ func ParseConfig(data []byte) (*Config, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("invalid field: %w", err)
 	}
+	// null is how configs turn a softcap off (for flash attention).
+	for field, cap := range map[string]*float64{
+		"attn_logit_softcapping":  &c.AttnLogitSoftcapping,
+		"final_logit_softcapping": &c.FinalLogitSoftcapping,
+	} {
+		if raw, ok := fields[field]; ok && string(raw) == "null" {
+			*cap = 0
+		}
+	}
 	if _, ok := fields["query_pre_attn_scalar"]; !ok {
 		c.QueryPreAttnScalar = float64(c.HeadDim)
 	}
@@ -245,4 +254,15 @@ func (c *Config) Marshal() ([]byte, error) {
 		*Config
 	}{[]string{"Gemma2ForCausalLM"}, "hybrid", false, 0, c}
 	return json.MarshalIndent(out, "", "  ")
+}
+
+// HumanCount writes a parameter count the way model cards do: 5.8M, 2.61B.
+func HumanCount(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.3gB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.3gM", float64(n)/1e6)
+	}
+	return fmt.Sprintf("%.3gK", float64(n)/1e3)
 }

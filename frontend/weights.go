@@ -22,7 +22,7 @@ const (
 
 // LayerWeights are the names of one decoder layer's tensors.
 type LayerWeights struct {
-	InputNorm, Q, K, V, O, PostAttnNorm   string
+	InputNorm, Q, K, V, O, PostAttnNorm     string
 	PreFFWNorm, Gate, Up, Down, PostFFWNorm string
 }
 

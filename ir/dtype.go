@@ -76,3 +76,6 @@ func RoundTo(f float32, d DType) float32 {
 
 // F16ToF32 widens an IEEE half.
 func F16ToF32(h uint16) float32 { return float16.Frombits(h).Float32() }
+
+// F32ToF16 rounds to the nearest IEEE half.
+func F32ToF16(f float32) uint16 { return float16.Fromfloat32(f).Bits() }

@@ -44,7 +44,7 @@ func (g *Graph) String() string {
 // FormatValue renders one value as a line of the printed graph.
 func FormatValue(v *Value) string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "%-5s %s%-14s = %s", v, v.DType, v.Shape, v.Op)
+	fmt.Fprintf(&sb, "%-5s %-18s = %s", v, v.DType.String()+v.Shape.String(), v.Op)
 	if v.Op.IsLeaf() && v.Name != "" {
 		fmt.Fprintf(&sb, " %q", v.Name)
 	}

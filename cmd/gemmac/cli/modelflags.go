@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"github.com/gemmac/gemmac/runtime/model"
+)
+
+// modelFlags are the flags of every command that loads a model.
+type modelFlags struct {
+	dir       string
+	interp    bool
+	maxSeq    int
+	threads   int
+	tokenizer string
+	template  string
+}
+
+func (m *modelFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&m.dir, "model", "", "checkpoint directory (config.json, *.safetensors, tokenizer.json)")
+	fs.BoolVar(&m.interp, "interp", false, "run on the pure-Go interpreter")
+	fs.IntVar(&m.maxSeq, "max-seq", 0, "context length in tokens (default min(max_position_embeddings, 4096))")
+	fs.IntVar(&m.threads, "threads", 0, "CPU threads (default: one per CPU)")
+	fs.StringVar(&m.tokenizer, "tokenizer", "", "tokenizer.json to use instead of the model directory's")
+	fs.StringVar(&m.template, "chat-template", "", "built-in chat template: gemma2, systemgemma2 or gemma3 (default: detected from tokenizer_config.json)")
+}
+
+func (m *modelFlags) load(fs *pflag.FlagSet, env *Env) (*model.Model, error) {
+	if err := required(fs, "model"); err != nil {
+		return nil, err
+	}
+	if m.maxSeq < 0 || m.threads < 0 {
+		return nil, usageError("--max-seq and --threads must not be negative")
+	}
+	return model.Load(m.dir, model.Options{
+		Context:   m.maxSeq,
+		Threads:   m.threads,
+		Tokenizer: m.tokenizer,
+		Template:  m.template,
+	})
+}
+
+// samplingFlags are the generation settings.
+type samplingFlags struct {
+	opts      model.GenerateOptions
+	seed      int64
+	maxTokens int
+}
+
+func (s *samplingFlags) register(fs *pflag.FlagSet) {
+	fs.Float32Var(&s.opts.Temperature, "temperature", 0, "sampling temperature; 0 is greedy")
+	fs.IntVar(&s.opts.TopK, "top-k", 0, "sample from the k most likely tokens (0: off)")
+	fs.Float32Var(&s.opts.TopP, "top-p", 1, "sample from the smallest set of tokens with this much probability (1: off)")
+	fs.Float32Var(&s.opts.MinP, "min-p", 0, "drop tokens less likely than this fraction of the most likely one (0: off)")
+	fs.Float32Var(&s.opts.RepetitionPenalty, "repetition-penalty", 1, "penalise tokens already in the context (1: off)")
+	fs.Int64Var(&s.seed, "seed", 0, "random seed, for reproducible sampling")
+	fs.IntVar(&s.maxTokens, "max-tokens", 256, "most tokens to generate")
+}
+
+func (s *samplingFlags) options() (model.GenerateOptions, error) {
+	o := s.opts
+	if s.seed < 0 {
+		return o, usageError("--seed must not be negative")
+	}
+	if s.maxTokens <= 0 {
+		return o, usageError("--max-tokens must be positive")
+	}
+	o.Seed = uint64(s.seed)
+	o.MaxTokens = s.maxTokens
+	if err := o.Options.Validate(); err != nil {
+		return o, usageError("%v", err)
+	}
+	return o, nil
+}
+
+func tokensPerSecond(n int, seconds float64) string {
+	if seconds <= 0 || n == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", float64(n)/seconds)
+}

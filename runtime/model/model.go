@@ -1,0 +1,170 @@
+package model
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/runtime/chat"
+	"github.com/gemmac/gemmac/runtime/tokenizer"
+)
+
+// Options choose how a model is loaded.
+type Options struct {
+	// Context is the longest sequence a session holds (prompt and reply);
+	// 0 means min(max_position_embeddings, 4096).
+	Context int
+	// Threads is the number of CPU threads; 0 means one per CPU.
+	Threads int
+	// Template names the built-in chat template ("gemma2", "systemgemma2",
+	// "gemma3"); "" detects it from tokenizer_config.json.
+	Template string
+	// Tokenizer is a tokenizer.json to use instead of the one in the model
+	// directory.
+	Tokenizer string
+	// Engine, when set, runs the forward pass instead of the interpreter;
+	// compiled binaries pass their own.
+	Engine func(*frontend.Checkpoint, Options) (Engine, error)
+}
+
+// Model is a loaded checkpoint with its engine, tokenizer and chat template.
+type Model struct {
+	Config     *frontend.Config
+	Tokenizer  *tokenizer.Tokenizer // nil when the directory has none
+	Template   string
+	EOS        []int // generation stops at any of these ids
+	Engine     Engine
+	checkpoint *frontend.Checkpoint
+}
+
+// Load opens the checkpoint in dir and prepares an engine for it.
+func Load(dir string, opts Options) (*Model, error) {
+	ckpt, err := frontend.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := load(dir, ckpt, opts)
+	if err != nil {
+		ckpt.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
+	cfg := ckpt.Config
+	if opts.Context == 0 {
+		opts.Context = min(cfg.MaxPositionEmbeddings, 4096)
+	}
+	if opts.Context < 1 || opts.Context > cfg.MaxPositionEmbeddings {
+		return nil, fmt.Errorf("context of %d tokens is outside 1..%d (max_position_embeddings)", opts.Context, cfg.MaxPositionEmbeddings)
+	}
+	m := &Model{Config: cfg, checkpoint: ckpt}
+	var err error
+
+	tokPath := opts.Tokenizer
+	if tokPath == "" {
+		tokPath = filepath.Join(dir, "tokenizer.json")
+	}
+	switch tok, err := tokenizer.Load(tokPath); {
+	case err == nil:
+		if tok.VocabSize() > cfg.VocabSize {
+			return nil, fmt.Errorf("tokenizer %s has %d tokens, more than the model's vocab_size %d", tokPath, tok.VocabSize(), cfg.VocabSize)
+		}
+		m.Tokenizer = tok
+	case opts.Tokenizer != "" || !errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	}
+
+	m.Template = opts.Template
+	if m.Template == "" {
+		m.Template, err = chat.FromTokenizerConfig(filepath.Join(dir, "tokenizer_config.json"))
+		if errors.Is(err, fs.ErrNotExist) {
+			m.Template, err = "gemma2", nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !slices.Contains(chat.Names(), m.Template) {
+		return nil, fmt.Errorf("unknown chat template %q (want one of %v)", m.Template, chat.Names())
+	}
+	if m.EOS, err = stopIDs(dir, cfg, m.Tokenizer); err != nil {
+		return nil, err
+	}
+
+	newEngine := opts.Engine
+	if newEngine == nil {
+		newEngine = func(c *frontend.Checkpoint, o Options) (Engine, error) {
+			return NewInterpEngine(c, o.Context, o.Threads)
+		}
+	}
+	if m.Engine, err = newEngine(ckpt, opts); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// stopIDs gathers every end-of-sequence id: config.json's and
+// generation_config.json's eos_token_id, and the tokenizer's <eos> and
+// <end_of_turn> (Gemma-2 instruction models end a turn with the latter: 107).
+func stopIDs(dir string, cfg *frontend.Config, tok *tokenizer.Tokenizer) ([]int, error) {
+	ids := append([]int(nil), cfg.EOSTokenID...)
+	data, err := os.ReadFile(filepath.Join(dir, "generation_config.json"))
+	switch {
+	case err == nil:
+		var gen struct {
+			EOS frontend.TokenIDs `json:"eos_token_id"`
+		}
+		if err := json.Unmarshal(data, &gen); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "generation_config.json"), err)
+		}
+		ids = append(ids, gen.EOS...)
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	}
+	if tok != nil {
+		for _, piece := range []string{"<eos>", "<end_of_turn>"} {
+			if id, ok := tok.TokenID(piece); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids), nil
+}
+
+// Close releases the engine and unmaps the weights.
+func (m *Model) Close() error {
+	return errors.Join(m.Engine.Close(), m.checkpoint.Close())
+}
+
+// Checkpoint is the opened checkpoint the model runs.
+func (m *Model) Checkpoint() *frontend.Checkpoint { return m.checkpoint }
+
+// NeedTokenizer returns the tokenizer or an error saying how to supply one.
+func (m *Model) NeedTokenizer() (*tokenizer.Tokenizer, error) {
+	if m.Tokenizer == nil {
+		return nil, fmt.Errorf("%s has no tokenizer.json: pass one with --tokenizer", m.checkpoint.Dir)
+	}
+	return m.Tokenizer, nil
+}
+
+// WeightBytesPerToken is the bytes of weights one decode step reads: every
+// tensor once, except an untied embedding table, of which it reads one row.
+func (m *Model) WeightBytesPerToken() int64 {
+	var n int64
+	for name, t := range m.checkpoint.Weights {
+		if name == frontend.EmbedName && !m.Config.TieWordEmbeddings {
+			n += int64(len(t.Data) / m.Config.VocabSize)
+			continue
+		}
+		n += int64(len(t.Data))
+	}
+	return n
+}
