@@ -21,10 +21,81 @@ type RMSNorm struct {
 func (a RMSNorm) String() string { return fmt.Sprintf("eps=%g offset=%g", a.Eps, a.Offset) }
 
 // RoPE rotates pairs (i, i+D/2) of every head ("rotate half") by
-// position·Theta^(-2i/D).
-type RoPE struct{ Theta float32 }
+// position·Theta^(-2i/D), then multiplies by Scale (0 means 1) — where the
+// fold pass puts the query's 1/sqrt(query_pre_attn_scalar).
+type RoPE struct {
+	Theta float32
+	Scale float32
+}
 
-func (a RoPE) String() string { return fmt.Sprintf("theta=%g", a.Theta) }
+func (a RoPE) String() string {
+	if a.Scale != 0 && a.Scale != 1 {
+		return fmt.Sprintf("theta=%g scale=%g", a.Theta, a.Scale)
+	}
+	return fmt.Sprintf("theta=%g", a.Theta)
+}
+
+// Factor is Scale with 0 read as 1.
+func (a RoPE) Factor() float32 {
+	if a.Scale == 0 {
+		return 1
+	}
+	return a.Scale
+}
+
+// Embed scales the gathered rows (0 means 1): the fold pass moves Gemma's
+// sqrt(hidden) here.
+type Embed struct{ Scale float32 }
+
+func (a Embed) String() string { return fmt.Sprintf("scale=%g", a.Scale) }
+
+// Factor is Scale with 0 read as 1.
+func (a Embed) Factor() float32 {
+	if a.Scale == 0 {
+		return 1
+	}
+	return a.Scale
+}
+
+// MatMul carries an epilogue fused into the matmul: when Softcap is not 0,
+// each result y becomes Softcap·tanh(y/Softcap).
+type MatMul struct{ Softcap float32 }
+
+func (a MatMul) String() string { return fmt.Sprintf("softcap=%g", a.Softcap) }
+
+// Part selects one result of a fused op with several (OpAddRMSNorm).
+type Part struct{ Index int }
+
+func (a Part) String() string { return fmt.Sprintf("index=%d", a.Index) }
+
+// Derived marks a weight the engine materialises as f32 at load time as
+// w·Scale + Offset (Scale 0 means 1): the fold pass rewrites Gemma's (1 + w)
+// norm scales this way. Computing it at load, not at build, keeps a compiled
+// binary valid for any checkpoint of the same shape (a fine-tune, say).
+type Derived struct {
+	Scale, Offset float32
+}
+
+func (a Derived) String() string { return fmt.Sprintf("derived: w·%g + %g", a.factor(), a.Offset) }
+
+func (a Derived) factor() float32 {
+	if a.Scale == 0 {
+		return 1
+	}
+	return a.Scale
+}
+
+// Apply materialises a derived weight.
+func (a Derived) Apply(t Tensor) ([]float32, error) {
+	data, err := t.Float32s()
+	if err != nil {
+		return nil, err
+	}
+	for i, x := range data {
+		data[i] = x*a.factor() + a.Offset
+	}
+	return data, nil
+}
 
 // Attention is scaled dot-product attention over a static KV cache. The op
 // writes the chunk's keys and values into the cache of Layer, then attends

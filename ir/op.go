@@ -27,6 +27,10 @@ const (
 	OpGeluTanh // the tanh approximation of GELU
 	OpSoftmax  // over the last axis
 	OpReshape  // same elements, new shape (Aux Reshape)
+	// Fused ops, made by the passes.
+	OpGeGLU      // (x [..,K], gate [F,K], up [F,K]) → [..,F]: gelu_tanh(x·gateᵀ)·(x·upᵀ)
+	OpAddRMSNorm // (x, a, w_post [H], w_next [H]) → [2,..]: s = x + rmsnorm(a)·w_post, then (s, rmsnorm(s)·w_next)
+	OpPart       // (tuple [N,..]) → [..]: part Aux Part of a fused op's results, a view
 	numOps
 )
 
@@ -46,23 +50,29 @@ type opInfo struct {
 }
 
 var opTable = [numOps]opInfo{
-	OpInput:     {"input", -1, nil},
-	OpWeight:    {"weight", -1, nil},
-	OpConst:     {"const", -1, nil},
-	OpEmbed:     {"embed", 2, inferEmbed},
-	OpMatMul:    {"matmul", 2, inferMatMul},
-	OpRMSNorm:   {"rmsnorm", 2, inferRMSNorm},
-	OpRoPE:      {"rope", 2, inferRoPE},
-	OpAttention: {"attention", 5, inferAttention},
-	OpSelectRow: {"select_row", 2, inferSelectRow},
-	OpAdd:       {"add", 2, inferBinary},
-	OpMul:       {"mul", 2, inferBinary},
-	OpScale:     {"scale", 1, inferScalarUnary},
-	OpSoftcap:   {"softcap", 1, inferScalarUnary},
-	OpGeluTanh:  {"gelu_tanh", 1, inferUnary},
-	OpSoftmax:   {"softmax", 1, inferUnary},
-	OpReshape:   {"reshape", 1, inferReshape},
+	OpInput:      {"input", -1, nil},
+	OpWeight:     {"weight", -1, nil},
+	OpConst:      {"const", -1, nil},
+	OpEmbed:      {"embed", 2, inferEmbed},
+	OpMatMul:     {"matmul", 2, inferMatMul},
+	OpRMSNorm:    {"rmsnorm", 2, inferRMSNorm},
+	OpRoPE:       {"rope", 2, inferRoPE},
+	OpAttention:  {"attention", 5, inferAttention},
+	OpSelectRow:  {"select_row", 2, inferSelectRow},
+	OpAdd:        {"add", 2, inferBinary},
+	OpMul:        {"mul", 2, inferBinary},
+	OpScale:      {"scale", 1, inferScalarUnary},
+	OpSoftcap:    {"softcap", 1, inferScalarUnary},
+	OpGeluTanh:   {"gelu_tanh", 1, inferUnary},
+	OpSoftmax:    {"softmax", 1, inferUnary},
+	OpReshape:    {"reshape", 1, inferReshape},
+	OpGeGLU:      {"geglu", 3, inferGeGLU},
+	OpAddRMSNorm: {"add_rmsnorm", 4, inferAddRMSNorm},
+	OpPart:       {"part", 1, inferPart},
 }
+
+// IsView reports whether the op's result shares its argument's storage.
+func (o Op) IsView() bool { return o == OpReshape || o == OpPart }
 
 func (o Op) String() string {
 	if o > OpInvalid && o < numOps {
@@ -111,7 +121,10 @@ func firstErr(errs ...error) error {
 	return nil
 }
 
-func inferEmbed(args []*Value, _ Aux) (Shape, DType, error) {
+func inferEmbed(args []*Value, aux Aux) (Shape, DType, error) {
+	if _, ok := aux.(Embed); aux != nil && !ok {
+		return nil, 0, fmt.Errorf("aux is %T, want Embed or none", aux)
+	}
 	table, ids := args[0], args[1]
 	if err := firstErr(wantFloat("table", table), wantRank("table", table, 2), wantRank("ids", ids, 1)); err != nil {
 		return nil, 0, err
@@ -122,7 +135,10 @@ func inferEmbed(args []*Value, _ Aux) (Shape, DType, error) {
 	return Shape{ids.Shape[0], table.Shape[1]}, F32, nil
 }
 
-func inferMatMul(args []*Value, _ Aux) (Shape, DType, error) {
+func inferMatMul(args []*Value, aux Aux) (Shape, DType, error) {
+	if _, ok := aux.(MatMul); aux != nil && !ok {
+		return nil, 0, fmt.Errorf("aux is %T, want MatMul or none", aux)
+	}
 	x, w := args[0], args[1]
 	if err := firstErr(wantF32("x", x), wantFloat("w", w), wantRank("w", w, 2)); err != nil {
 		return nil, 0, err
@@ -234,4 +250,37 @@ func inferReshape(args []*Value, aux Aux) (Shape, DType, error) {
 		return nil, 0, fmt.Errorf("cannot reshape %v%v to %v", args[0], args[0].Shape, r.To)
 	}
 	return r.To, args[0].DType, nil
+}
+
+func inferGeGLU(args []*Value, _ Aux) (Shape, DType, error) {
+	gate, up := args[1], args[2]
+	if !gate.Shape.Equal(up.Shape) {
+		return nil, 0, fmt.Errorf("gate %v%v and up %v%v differ", gate, gate.Shape, up, up.Shape)
+	}
+	return inferMatMul(args[:2], nil)
+}
+
+func inferAddRMSNorm(args []*Value, aux Aux) (Shape, DType, error) {
+	x, a := args[0], args[1]
+	if _, _, err := inferBinary([]*Value{x, a}, nil); err != nil {
+		return nil, 0, err
+	}
+	for _, w := range args[2:] {
+		if _, _, err := inferRMSNorm([]*Value{x, w}, aux); err != nil {
+			return nil, 0, err
+		}
+	}
+	return append(Shape{2}, x.Shape...), F32, nil
+}
+
+func inferPart(args []*Value, aux Aux) (Shape, DType, error) {
+	p, ok := aux.(Part)
+	if !ok {
+		return nil, 0, fmt.Errorf("aux is %T, want Part", aux)
+	}
+	t := args[0]
+	if len(t.Shape) < 2 || p.Index < 0 || p.Index >= t.Shape[0] {
+		return nil, 0, fmt.Errorf("no part %d of %v%v", p.Index, t, t.Shape)
+	}
+	return t.Shape[1:], t.DType, nil
 }

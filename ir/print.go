@@ -23,13 +23,26 @@ func Fprint(w io.Writer, g *Graph) error {
 	}
 	sb.WriteString("\n")
 	for _, v := range g.Values {
-		sb.WriteString("  " + FormatValue(v) + "\n")
+		sb.WriteString("  " + FormatValue(v))
+		if off, ok := g.Mem.offset(v); ok {
+			fmt.Fprintf(&sb, "  @%d", off)
+		}
+		sb.WriteString("\n")
 	}
 	outs := make([]string, len(g.Outputs))
 	for i, o := range g.Outputs {
 		outs[i] = o.String()
 	}
 	fmt.Fprintf(&sb, "  return %s\n", strings.Join(outs, " "))
+	if g.KV != nil {
+		fmt.Fprintf(&sb, "kv cache: %d bytes per sequence\n", g.KV.Bytes)
+		for _, l := range g.KV.Layers {
+			fmt.Fprintf(&sb, "  layer %-3d %5d slots × %d heads × %d  k@%d v@%d\n", l.Layer, l.Slots, l.Heads, l.Dim, l.KOffset, l.VOffset)
+		}
+	}
+	if g.Mem != nil {
+		fmt.Fprintf(&sb, "arena: %d bytes (%d without reuse)\n", g.Mem.Bytes, g.Mem.Naive)
+	}
 	_, err := io.WriteString(w, sb.String())
 	return err
 }

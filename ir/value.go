@@ -31,6 +31,9 @@ type Graph struct {
 	// Meta records how the graph was built (tokens per call, context...),
 	// for printing and for the engines that must match it.
 	Meta map[string]int
+	// KV and Mem are set by the kvcache and memplan passes.
+	KV  *KVLayout
+	Mem *MemPlan
 }
 
 // Inputs are the OpInput values, in order.
@@ -79,4 +82,46 @@ func (g *Graph) Renumber() {
 	for i, v := range g.Values {
 		v.ID = i
 	}
+}
+
+// KVLayout places every attention layer's keys and values in one buffer of
+// f32. The kvcache pass sets it; engines allocate Bytes per sequence.
+type KVLayout struct {
+	Layers []KVLayer
+	Bytes  int64
+}
+
+// KVLayer is one layer's cache: Slots rows of [Heads, Dim] keys at KOffset
+// and values at VOffset (bytes). Sliding layers are rings of min(W, S) slots.
+type KVLayer struct {
+	Layer, Slots, Heads, Dim int
+	KOffset, VOffset         int64
+}
+
+// Layer returns the layout of a layer's cache, or nil.
+func (l *KVLayout) Layer(layer int) *KVLayer {
+	for i := range l.Layers {
+		if l.Layers[i].Layer == layer {
+			return &l.Layers[i]
+		}
+	}
+	return nil
+}
+
+// MemPlan gives every value that needs storage a byte offset in one arena.
+// The memplan pass sets it; views share their source's storage.
+type MemPlan struct {
+	Offsets map[int]int64 // by value ID
+	Bytes   int64         // the arena's size: the peak of live buffers
+	// Naive is what the arena would take without reuse, for comparison.
+	Naive int64
+}
+
+// offset is v's place in the arena, if the plan has one.
+func (p *MemPlan) offset(v *Value) (int64, bool) {
+	if p == nil {
+		return 0, false
+	}
+	off, ok := p.Offsets[v.ID]
+	return off, ok
 }

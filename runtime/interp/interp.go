@@ -38,6 +38,14 @@ func New(g *ir.Graph, weights map[string]ir.Tensor, threads int) (*Program, erro
 		if !ok {
 			return nil, fmt.Errorf("graph %s: no tensor bound to weight %q", g.Name, v.Name)
 		}
+		if d, ok := v.Aux.(ir.Derived); ok {
+			data, err := derive(t, d, v)
+			if err != nil {
+				return nil, fmt.Errorf("graph %s: %w", g.Name, err)
+			}
+			p.weights[v.ID] = weight{dtype: ir.F32, f32: data, cols: v.Shape.Last()}
+			continue
+		}
 		if t.DType != v.DType || !t.Shape.Equal(v.Shape) {
 			return nil, fmt.Errorf("graph %s: weight %q is %v%v, the graph wants %v%v", g.Name, v.Name, t.DType, t.Shape, v.DType, v.Shape)
 		}
@@ -127,15 +135,47 @@ func (r *run) eval(v *ir.Value) error {
 	case ir.OpConst:
 		r.vals[v.ID] = v.Aux.(*ir.Const).Data
 	case ir.OpEmbed:
-		embed(out(), r.weight(v.Args[0]), r.ids)
+		dst := out()
+		embed(dst, r.weight(v.Args[0]), r.ids)
+		if a, ok := v.Aux.(ir.Embed); ok {
+			scale(dst, dst, a.Factor())
+		}
 	case ir.OpMatMul:
-		x := v.Args[0]
-		matmul(out(), arg(0), x.Shape.Rows(), r.weight(v.Args[1]), r.p.threads)
+		dst := out()
+		matmul(dst, arg(0), v.Args[0].Shape.Rows(), r.weight(v.Args[1]), r.p.threads)
+		if a, ok := v.Aux.(ir.MatMul); ok && a.Softcap != 0 {
+			softcap(dst, dst, a.Softcap)
+		}
+	case ir.OpGeGLU:
+		rows := v.Args[0].Shape.Rows()
+		gate := make([]float32, v.Shape.Elems())
+		matmul(gate, arg(0), rows, r.weight(v.Args[1]), r.p.threads)
+		dst := out()
+		matmul(dst, arg(0), rows, r.weight(v.Args[2]), r.p.threads)
+		geluTanh(gate, gate)
+		mul(dst, gate, dst)
+	case ir.OpAddRMSNorm:
+		a := v.Aux.(ir.RMSNorm)
+		dst := out()
+		n := len(dst) / 2
+		sum, normed := dst[:n], dst[n:]
+		rmsNorm(sum, arg(1), r.vector(v.Args[2]), a.Eps, a.Offset)
+		add(sum, arg(0), sum)
+		rmsNorm(normed, sum, r.vector(v.Args[3]), a.Eps, a.Offset)
+	case ir.OpPart:
+		n := v.Shape.Elems()
+		i := v.Aux.(ir.Part).Index
+		r.vals[v.ID] = arg(0)[i*n : (i+1)*n]
 	case ir.OpRMSNorm:
 		a := v.Aux.(ir.RMSNorm)
 		rmsNorm(out(), arg(0), r.vector(v.Args[1]), a.Eps, a.Offset)
 	case ir.OpRoPE:
-		rope(out(), arg(0), v.Shape, r.pos, v.Aux.(ir.RoPE).Theta)
+		a := v.Aux.(ir.RoPE)
+		dst := out()
+		rope(dst, arg(0), v.Shape, r.pos, a.Theta)
+		if a.Factor() != 1 {
+			scale(dst, dst, a.Factor())
+		}
 	case ir.OpAttention:
 		return r.attention(out(), v)
 	case ir.OpSelectRow:
@@ -175,4 +215,16 @@ func (r *run) vector(v *ir.Value) []float32 {
 	out := make([]float32, v.Shape.Elems())
 	w.row(0, len(out), out)
 	return out
+}
+
+// derive materialises a weight the fold pass rewrote.
+func derive(t ir.Tensor, d ir.Derived, v *ir.Value) ([]float32, error) {
+	if !t.Shape.Equal(v.Shape) {
+		return nil, fmt.Errorf("weight %q is %v, the graph wants %v", v.Name, t.Shape, v.Shape)
+	}
+	data, err := d.Apply(t)
+	if err != nil {
+		return nil, fmt.Errorf("weight %q: %w", v.Name, err)
+	}
+	return data, nil
 }

@@ -3,9 +3,11 @@ package cli
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/gemmac/gemmac/frontend"
 	"github.com/gemmac/gemmac/ir"
+	"github.com/gemmac/gemmac/passes"
 )
 
 func inspectCommand() Command {
@@ -24,6 +26,7 @@ func runInspect(env *Env, args []string) error {
 	which := fs.String("graph", "decode", "which graph to print: prefill, decode, all or none")
 	maxSeq := fs.Int("max-seq", 0, "context length the graphs are built for (default min(max_position_embeddings, 4096))")
 	chunk := fs.Int("chunk", 64, "prefill chunk length")
+	everyPass := fs.Bool("passes", false, "print the graph after every pass, not only before and after the pipeline")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -73,12 +76,31 @@ func runInspect(env *Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(env.Stdout)
-		if err := ir.Fprint(env.Stdout, g); err != nil {
+		fmt.Fprintf(env.Stdout, "\n# %s, as built by the frontend\n", name)
+		ir.Fprint(env.Stdout, g)
+		after := func(pass string, g *ir.Graph) {
+			if *everyPass && pass != "verify" {
+				fmt.Fprintf(env.Stdout, "\n# %s after %s\n", name, pass)
+				ir.Fprint(env.Stdout, g)
+			}
+		}
+		if err := passes.Run(g, passes.Options{Check: true, After: after}); err != nil {
 			return err
+		}
+		if !*everyPass {
+			fmt.Fprintf(env.Stdout, "\n# %s after the pipeline (%s)\n", name, passNames())
+			ir.Fprint(env.Stdout, g)
 		}
 	}
 	return nil
+}
+
+func passNames() string {
+	var names []string
+	for _, p := range passes.Pipeline {
+		names = append(names, p.Name)
+	}
+	return strings.Join(names, " → ")
 }
 
 func printConfig(env *Env, c *frontend.Config) {

@@ -1,0 +1,86 @@
+package codegen
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/cpu"
+)
+
+// Target describes the machine the kernels are generated for: what opt/llc
+// are told (triple, cpu, features) and the vector width the kernel bodies use.
+type Target struct {
+	Name     string // "x86-64-v4", "x86-64-v3", "x86-64", "aarch64"
+	Triple   string // LLVM target triple
+	CPU      string // -mcpu
+	Features string // -mattr, comma separated ("+avx512f,..."); may be empty
+	Lanes    int    // f32 lanes of one vector register: 16 AVX-512, 8 AVX2, 4 SSE/NEON
+}
+
+// VectorBits is the width of one f32 vector in bits.
+func (t Target) VectorBits() int { return t.Lanes * 32 }
+
+func (t Target) String() string { return t.Name }
+
+func osTriple(arch string) string {
+	switch runtime.GOOS {
+	case "darwin":
+		if arch == "aarch64" {
+			return "arm64-apple-macosx11.0.0"
+		}
+		return arch + "-apple-macosx10.15.0"
+	default:
+		return arch + "-unknown-linux-gnu"
+	}
+}
+
+// TargetByName returns one of the known targets: "x86-64-v4" (AVX-512),
+// "x86-64-v3" (AVX2+FMA+F16C), "x86-64" (SSE2, 4 lanes) or "aarch64" (NEON).
+// "host" is HostTarget().
+func TargetByName(name string) (Target, error) {
+	switch name {
+	case "host", "":
+		return HostTarget(), nil
+	case "x86-64-v4", "avx512":
+		return Target{Name: "x86-64-v4", Triple: osTriple("x86_64"), CPU: "x86-64-v4",
+			Features: "+avx512f,+avx512bw,+avx512vl,+avx512dq,+fma,+f16c", Lanes: 16}, nil
+	case "x86-64-v3", "avx2":
+		return Target{Name: "x86-64-v3", Triple: osTriple("x86_64"), CPU: "x86-64-v3",
+			Features: "+avx2,+fma,+f16c", Lanes: 8}, nil
+	case "x86-64", "sse2":
+		return Target{Name: "x86-64", Triple: osTriple("x86_64"), CPU: "x86-64", Lanes: 4}, nil
+	case "aarch64", "arm64", "neon":
+		return Target{Name: "aarch64", Triple: osTriple("aarch64"), CPU: "generic",
+			Features: "+neon,+fp-armv8", Lanes: 4}, nil
+	}
+	return Target{}, fmt.Errorf("unknown target %q (want host, x86-64-v4, x86-64-v3, x86-64 or aarch64)", name)
+}
+
+// HostTarget picks the best known target for the machine this runs on.
+func HostTarget() Target {
+	var name string
+	switch runtime.GOARCH {
+	case "amd64":
+		x := cpu.X86
+		switch {
+		case x.HasAVX512F && x.HasAVX512BW && x.HasAVX512VL && x.HasAVX512DQ && x.HasFMA && x.HasF16C:
+			name = "x86-64-v4"
+		case x.HasAVX2 && x.HasFMA && x.HasF16C:
+			name = "x86-64-v3"
+		default:
+			name = "x86-64"
+		}
+	case "arm64":
+		name = "aarch64"
+	default:
+		name = "x86-64"
+	}
+	t, _ := TargetByName(name)
+	if name == "x86-64-v4" && cpu.X86.HasAVX512BF16 {
+		t.Features += ",+avx512bf16"
+	}
+	return t
+}
+
+func (t Target) isX86() bool { return strings.HasPrefix(t.Triple, "x86_64") }
