@@ -84,3 +84,10 @@ func HostTarget() Target {
 }
 
 func (t Target) isX86() bool { return strings.HasPrefix(t.Triple, "x86_64") }
+
+// nativeF16 reports whether fpext from half is a single instruction (F16C on
+// x86, always on AArch64); otherwise kernels widen f16 with integer ops
+// instead of calling a runtime library helper.
+func (t Target) nativeF16() bool {
+	return !t.isX86() || strings.Contains(t.Features, "+f16c")
+}

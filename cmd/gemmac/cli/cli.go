@@ -11,6 +11,9 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/runtime/model"
 )
 
 // Command is one subcommand.
@@ -28,8 +31,11 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	// Program is the binary's name in messages ("gemmac", or a built BIN).
 	Program string
-	// Engine names the compiled engine a built binary carries; "" in gemmac.
-	Engine string
+	// Engine makes the compiled engine: the linked kernels in a built
+	// binary; nil in gemmac, which compiles the checkpoint on the fly.
+	Engine func(*frontend.Checkpoint, model.Options) (model.Engine, error)
+	// Context is the context a built binary was compiled for; 0 in gemmac.
+	Context int
 }
 
 // StdEnv is the process's own standard streams.
@@ -125,6 +131,7 @@ func required(fs *pflag.FlagSet, names ...string) error {
 func Commands() []Command {
 	return append([]Command{
 		genRandomCommand(),
+		buildCommand(),
 		tokenizeCommand(),
 		templateCommand(),
 		inspectCommand(),

@@ -20,7 +20,7 @@ type modelFlags struct {
 
 func (m *modelFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&m.dir, "model", "", "checkpoint directory (config.json, *.safetensors, tokenizer.json)")
-	fs.BoolVar(&m.interp, "interp", false, "run on the pure-Go interpreter")
+	fs.BoolVar(&m.interp, "interp", false, "run on the pure-Go interpreter instead of compiled kernels")
 	fs.IntVar(&m.maxSeq, "max-seq", 0, "context length in tokens (default min(max_position_embeddings, 4096))")
 	fs.IntVar(&m.threads, "threads", 0, "CPU threads (default: one per CPU)")
 	fs.StringVar(&m.tokenizer, "tokenizer", "", "tokenizer.json to use instead of the model directory's")
@@ -34,12 +34,22 @@ func (m *modelFlags) load(fs *pflag.FlagSet, env *Env) (*model.Model, error) {
 	if m.maxSeq < 0 || m.threads < 0 {
 		return nil, usageError("--max-seq and --threads must not be negative")
 	}
-	return model.Load(m.dir, model.Options{
+	opts := model.Options{
 		Context:   m.maxSeq,
 		Threads:   m.threads,
 		Tokenizer: m.tokenizer,
 		Template:  m.template,
-	})
+	}
+	if opts.Context == 0 {
+		opts.Context = env.Context
+	}
+	if !m.interp {
+		opts.Engine = env.Engine
+		if opts.Engine == nil {
+			opts.Engine = jitEngine
+		}
+	}
+	return model.Load(m.dir, opts)
 }
 
 // samplingFlags are the generation settings.

@@ -1,0 +1,131 @@
+package codegen
+
+import (
+	"fmt"
+
+	"github.com/llir/llvm/ir/value"
+)
+
+// Attention is causal (optionally sliding-window) grouped-query attention of
+// one chunk of T queries against the KV cache plus the chunk's own keys,
+// computed flash-style: one pass over the keys with a running max and sum.
+//
+// Query t (absolute position i = pos+t) sees keys j with
+// (Window == 0 ? 0 : max(0, i−Window+1)) ≤ j ≤ i. Key j comes from the chunk
+// (row j−pos of k/v) when j ≥ pos, else from cache slot j mod CacheLen, so
+// the cache must hold the previous min(Window−1, pos) positions (a ring of
+// CacheLen ≥ Window−1 slots, or CacheLen ≥ pos for global layers).
+// score = (q·k)·Scale, then Softcap·tanh(score/Softcap) if Softcap > 0;
+// softmax in f32; out = Σ p_j v_j. The cache is only read.
+//
+// Args: out f32[T×HQ×D], q f32[T×HQ×D], k f32[T×HKV×D], v f32[T×HKV×D],
+// kcache f32[CacheLen×HKV×D], vcache f32[CacheLen×HKV×D], scalars.
+// Items: T·HQ (item = t·HQ + h); t ≥ n_valid is skipped.
+type Attention struct {
+	T, HQ, HKV, D int
+	Window        int // 0: global causal
+	CacheLen      int
+	Softcap       float64 // 0: off
+	Scale         float64
+}
+
+func (s Attention) Name() string {
+	n := fmt.Sprintf("attention_t%d_hq%d_hkv%d_d%d_w%d_c%d_scale%s", s.T, s.HQ, s.HKV, s.D, s.Window, s.CacheLen, fname(s.Scale))
+	if s.Softcap != 0 {
+		n += "_softcap" + fname(s.Softcap)
+	}
+	return n
+}
+func (s Attention) Items() int64   { return int64(s.T * s.HQ) }
+func (s Attention) Granule() int64 { return 1 }
+func (s Attention) Args() []string {
+	return []string{"out", "q", "k", "v", "kcache", "vcache", "scalars"}
+}
+func (s Attention) Validate() error {
+	if err := positive("T, HQ, HKV, D and CacheLen", s.T, s.HQ, s.HKV, s.D, s.CacheLen); err != nil {
+		return err
+	}
+	if s.HQ%s.HKV != 0 {
+		return fmt.Errorf("HQ=%d is not a multiple of HKV=%d", s.HQ, s.HKV)
+	}
+	if s.D%16 != 0 {
+		return fmt.Errorf("head dim D=%d must be a multiple of 16", s.D)
+	}
+	if s.Window < 0 || s.Softcap < 0 {
+		return fmt.Errorf("window and softcap must be ≥ 0")
+	}
+	return nil
+}
+
+func (s Attention) emit(g *gen) {
+	out, q := g.argPtr(0, tF32), g.argPtr(1, tF32)
+	k, v := g.argPtr(2, tF32), g.argPtr(3, tF32)
+	kc, vc := g.argPtr(4, tF32), g.argPtr(5, tF32)
+	pos, nvalid := g.scalars(6)
+	L := g.L()
+	nd := s.D / L
+	group := int64(s.HQ / s.HKV)
+	end := g.smin(g.hi, g.mulc(nvalid, int64(s.HQ)))
+	g.forRange(g.lo, end, 1, func(item value.Value) {
+		t := g.b.NewSDiv(item, ci64(int64(s.HQ)))
+		h := g.b.NewSRem(item, ci64(int64(s.HQ)))
+		kvh := g.b.NewSDiv(h, ci64(group))
+		i := g.add(pos, t)
+		var start value.Value = ci64(0)
+		if s.Window > 0 {
+			start = g.smax(ci64(0), g.addc(i, -int64(s.Window-1)))
+		}
+		qb := g.mulc(item, int64(s.D))
+		qv := make([]value.Value, nd)
+		for d := range qv {
+			qv[d] = g.fmulc(g.loadF(q, g.addc(qb, int64(d*L)), nil), s.Scale)
+		}
+		// carry: m, l, acc[0..nd)
+		init := []value.Value{cf(tF32, -1e30), cf(tF32, 0)}
+		for d := 0; d < nd; d++ {
+			init = append(init, cf(g.vf(), 0))
+		}
+		update := func(kp, vp, off value.Value, c []value.Value) []value.Value {
+			chains := min(4, nd)
+			parts := make([]value.Value, chains)
+			for d := 0; d < nd; d++ {
+				kv := g.loadF(kp, g.addc(off, int64(d*L)), nil)
+				if parts[d%chains] == nil {
+					parts[d%chains] = g.fmul(qv[d], kv)
+				} else {
+					parts[d%chains] = g.fma(qv[d], kv, parts[d%chains])
+				}
+			}
+			sc := g.reduce(g.sum(parts))
+			if s.Softcap > 0 {
+				sc = g.softcap(sc, s.Softcap)
+			}
+			m, l := c[0], c[1]
+			mnew := g.fmax(m, sc)
+			corr := g.exp(g.fsub(m, mnew))
+			p := g.exp(g.fsub(sc, mnew))
+			next := []value.Value{mnew, g.fma(l, corr, p)}
+			cv, pv := g.splat(corr, L), g.splat(p, L)
+			for d := 0; d < nd; d++ {
+				vv := g.loadF(vp, g.addc(off, int64(d*L)), nil)
+				next = append(next, g.fma(pv, vv, g.fmul(c[2+d], cv)))
+			}
+			return next
+		}
+		// Keys from the cache: start ≤ j < min(i+1, pos).
+		_, c := g.loop(start, g.smin(g.addc(i, 1), pos), 1, init, func(j value.Value, c []value.Value) []value.Value {
+			slot := g.b.NewSRem(j, ci64(int64(s.CacheLen)))
+			off := g.mulc(g.add(g.mulc(slot, int64(s.HKV)), kvh), int64(s.D))
+			return update(kc, vc, off, c)
+		})
+		// Keys from the chunk: max(start, pos) ≤ j ≤ i.
+		_, c = g.loop(g.smax(start, pos), g.addc(i, 1), 1, c, func(j value.Value, c []value.Value) []value.Value {
+			off := g.mulc(g.add(g.mulc(g.sub(j, pos), int64(s.HKV)), kvh), int64(s.D))
+			return update(k, v, off, c)
+		})
+		inv := g.splat(g.fdiv(cf(tF32, 1), c[1]), L)
+		for d := 0; d < nd; d++ {
+			g.storeVec(g.fmul(c[2+d], inv), out, g.addc(qb, int64(d*L)), nil)
+		}
+	})
+}

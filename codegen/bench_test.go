@@ -1,0 +1,204 @@
+package codegen
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+
+	gir "github.com/gemmac/gemmac/ir"
+)
+
+// Benchmarks on Gemma-2 2B shapes. Weight GB/s (b.SetBytes) is comparable
+// with BenchmarkProbeRead; GFLOP/s with BenchmarkProbeFMA.
+
+var (
+	benchOnce sync.Once
+	benchLib  *lib
+	benchSpec = struct {
+		gemvBF16, gemvF32, gegluBF16, gemmBF16, gegluPrefill Spec
+		read                                                 ProbeRead
+		fma                                                  ProbeFMA
+	}{
+		gemvBF16:     Matmul{R: 1, K: 2304, N: 9216, WType: gir.BF16},
+		gemvF32:      Matmul{R: 1, K: 2304, N: 9216, WType: gir.F32},
+		gegluBF16:    GeGLU{R: 1, K: 2304, F: 9216, WType: gir.BF16},
+		gemmBF16:     Matmul{R: 64, K: 2304, N: 2304, WType: gir.BF16},
+		gegluPrefill: GeGLU{R: 64, K: 2304, F: 2304, WType: gir.BF16},
+		read:         ProbeRead{Bytes: arenaBytes},
+		fma:          ProbeFMA{Iters: 20000},
+	}
+)
+
+// arenaBytes of weights, far more than any last-level cache.
+const arenaBytes = 512 << 20
+
+var (
+	arenaOnce sync.Once
+	arena     []uint16
+)
+
+// getArena returns arenaBytes of u16 that read as normal bf16 values
+// (±[0.5, 1)) and, in pairs, as normal f32 values.
+func getArena() []uint16 {
+	arenaOnce.Do(func() {
+		arena = u16buf(arenaBytes / 2)
+		x := uint32(12345)
+		for i := range arena {
+			x = x*1664525 + 1013904223
+			arena[i] = uint16(0x3F00|(x>>24)&0x7F) | uint16(x>>16)&0x8000
+		}
+	})
+	return arena
+}
+
+func getBenchLib(b *testing.B) *lib {
+	benchOnce.Do(func() {
+		if v := os.Getenv("GEMMAC_PF"); v != "" {
+			decodePrefetch, _ = strconv.Atoi(v)
+		}
+		m := NewModule(HostTarget())
+		s := benchSpec
+		for _, sp := range []Spec{s.gemvBF16, s.gemvF32, s.gegluBF16, s.gemmBF16, s.gegluPrefill, s.read, s.fma} {
+			m.MustAdd(sp)
+		}
+		benchLib = buildLib(b, m)
+		benchLib.lanes = m.Target.Lanes
+	})
+	if benchLib == nil {
+		b.Fatal("benchmark library failed to build")
+	}
+	return benchLib
+}
+
+// parallel runs the kernel over [0, items) split into `threads` granule-
+// aligned parts, one goroutine (locked to an OS thread) per part.
+type runner struct {
+	l       *lib
+	name    string
+	args    [][]uintptr // iteration i uses args[i%len(args)]
+	items   int64
+	gran    int64
+	threads int
+}
+
+func (r runner) run(b *testing.B) {
+	if r.threads == 1 {
+		for i := 0; i < b.N; i++ {
+			r.l.call(b, r.name, r.args[i%len(r.args)], 0, r.items)
+		}
+		return
+	}
+	// Each worker runs its own b.N calls on its part: no per-call handoff
+	// (a goroutine in a C call keeps its P until sysmon retakes it, which
+	// would serialise short calls). Parts are equal, so they finish together.
+	cut := func(k int) int64 {
+		c := r.items * int64(k) / int64(r.threads) / r.gran * r.gran
+		if k == r.threads {
+			c = r.items
+		}
+		return c
+	}
+	var wg sync.WaitGroup
+	for k := 0; k < r.threads; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for i := 0; i < b.N; i++ {
+				r.l.call(b, r.name, r.args[i%len(r.args)], cut(k), cut(k+1))
+			}
+		}(k)
+	}
+	wg.Wait()
+}
+
+func benchGemm(b *testing.B, s Spec, threads int) {
+	l := getBenchLib(b)
+	var R, K, N int
+	var dt gir.DType
+	nw := 1
+	var flops, wbytes int64
+	switch s := s.(type) {
+	case Matmul:
+		R, K, N, dt = s.R, s.K, s.N, s.WType
+		flops, wbytes = s.FLOPs(), s.WeightBytes()
+	case GeGLU:
+		R, K, N, dt, nw = s.R, s.K, s.F, s.WType, 2
+		flops, wbytes = s.FLOPs(), s.WeightBytes()
+	}
+	x := randF32(R*K, 1, 1)
+	out := f32buf(R * N)
+	sc := scalarsBuf(0, int64(R))
+	// Weights come from the arena. Decode rotates through as many distinct
+	// copies as fit, so every call streams them from DRAM (the last-level
+	// cache would otherwise hold a good part of one copy); prefill reuses one.
+	a := getArena()
+	wb := int64(N) * int64(K) * int64(dt.Size())
+	copies := int64(1)
+	if R == 1 {
+		copies = int64(len(a)*2) / (wb * int64(nw))
+	}
+	var argv [][]uintptr
+	for c := int64(0); c < copies; c++ {
+		args := []uintptr{addr(out), addr(x)}
+		for m := 0; m < nw; m++ {
+			args = append(args, addr(a)+uintptr((c*int64(nw)+int64(m))*wb))
+		}
+		argv = append(argv, append(args, addr(sc)))
+	}
+	b.SetBytes(wbytes)
+	b.ResetTimer()
+	runner{l, s.Name(), argv, s.Items(), s.Granule(), threads}.run(b)
+	b.StopTimer()
+	b.ReportMetric(float64(flops)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	runtime.KeepAlive(x)
+	runtime.KeepAlive(out)
+	runtime.KeepAlive(a)
+	runtime.KeepAlive(sc)
+}
+
+func BenchmarkGEMVDecodeBF16(b *testing.B)    { benchGemm(b, benchSpec.gemvBF16, 1) }
+func BenchmarkGEMVDecodeBF16_2T(b *testing.B) { benchGemm(b, benchSpec.gemvBF16, 2) }
+func BenchmarkGEMVDecodeF32(b *testing.B)     { benchGemm(b, benchSpec.gemvF32, 1) }
+func BenchmarkGEMVDecodeF32_2T(b *testing.B)  { benchGemm(b, benchSpec.gemvF32, 2) }
+func BenchmarkGeGLUDecodeBF16(b *testing.B)   { benchGemm(b, benchSpec.gegluBF16, 1) }
+func BenchmarkGeGLUDecodeBF16_2T(b *testing.B) {
+	benchGemm(b, benchSpec.gegluBF16, 2)
+}
+func BenchmarkGEMMPrefillBF16(b *testing.B)    { benchGemm(b, benchSpec.gemmBF16, 1) }
+func BenchmarkGEMMPrefillBF16_2T(b *testing.B) { benchGemm(b, benchSpec.gemmBF16, 2) }
+func BenchmarkGeGLUPrefillBF16(b *testing.B)   { benchGemm(b, benchSpec.gegluPrefill, 1) }
+
+func benchRead(b *testing.B, threads int) {
+	l := getBenchLib(b)
+	s := benchSpec.read
+	buf := getArena()
+	out := f32buf(int(s.Items()) * 16)
+	b.SetBytes(s.Bytes)
+	b.ResetTimer()
+	runner{l, s.Name(), [][]uintptr{{addr(buf), addr(out)}}, s.Items(), 1, threads}.run(b)
+	runtime.KeepAlive(buf)
+	runtime.KeepAlive(out)
+}
+
+func BenchmarkProbeRead(b *testing.B)    { benchRead(b, 1) }
+func BenchmarkProbeRead_2T(b *testing.B) { benchRead(b, 2) }
+
+func benchFMA(b *testing.B, threads int) {
+	l := getBenchLib(b)
+	s := benchSpec.fma
+	items := int64(8)
+	out := f32buf(int(items) * 16)
+	b.ResetTimer()
+	runner{l, s.Name(), [][]uintptr{{addr(out)}}, items, 1, threads}.run(b)
+	b.StopTimer()
+	flops := float64(s.FlopsPerItem(l.lanes) * items)
+	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	runtime.KeepAlive(out)
+}
+
+func BenchmarkProbeFMA(b *testing.B)    { benchFMA(b, 1) }
+func BenchmarkProbeFMA_2T(b *testing.B) { benchFMA(b, 2) }

@@ -1,0 +1,239 @@
+// Package cpu compiles a Gemma-2 checkpoint for the CPU: it lowers the
+// optimised graphs to calls of the kernels in package codegen, compiles the
+// kernels with LLVM, and packages kernels and plan as a shared object (for
+// in-process runs) or a standalone binary (gemmac build).
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/gemmac/gemmac/codegen"
+	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/ir"
+	"github.com/gemmac/gemmac/passes"
+	"github.com/gemmac/gemmac/runtime/plan"
+)
+
+// Options fix what is compiled.
+type Options struct {
+	Target  codegen.Target
+	Context int // positions in the KV cache
+	Chunk   int // prefill tokens per call
+}
+
+// Entry points, and the graph shape each is built for.
+var entries = []struct {
+	name      string
+	decode    bool
+	allLogits bool
+}{
+	{"prefill", false, false},
+	{"prefill_all", false, true},
+	{"decode", true, true},
+}
+
+// Lower builds, optimises and lowers every entry point of cfg, adding the
+// kernels it needs to mod. dtypes are the checkpoint's weight dtypes.
+func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *codegen.Module) (*plan.Artifact, error) {
+	if opts.Context < 1 || opts.Context > cfg.MaxPositionEmbeddings {
+		return nil, fmt.Errorf("context %d is outside 1..%d (max_position_embeddings)", opts.Context, cfg.MaxPositionEmbeddings)
+	}
+	art := &plan.Artifact{
+		Version:  plan.Version,
+		Target:   "cpu " + opts.Target.Name,
+		Config:   cfg,
+		Context:  opts.Context,
+		RoPE:     plan.RoPETable{Dim: cfg.HeadDim, Theta: cfg.RopeTheta},
+		Programs: map[string]*plan.Program{},
+	}
+	l := &lowering{art: art, mod: mod, weights: map[string]int{}}
+	for _, e := range entries {
+		tokens := min(opts.Chunk, opts.Context)
+		if e.decode {
+			tokens = 1
+		}
+		g, err := frontend.Build(e.name, cfg, frontend.GraphShape{Tokens: tokens, Context: opts.Context, AllLogits: e.allLogits}, dtypes)
+		if err != nil {
+			return nil, err
+		}
+		if err := passes.Run(g, passes.Options{}); err != nil {
+			return nil, err
+		}
+		p, err := l.program(g)
+		if err != nil {
+			return nil, fmt.Errorf("lowering %s: %w", e.name, err)
+		}
+		art.Programs[e.name] = p
+		art.KVBytes = max(art.KVBytes, g.KV.Bytes)
+	}
+	for _, s := range mod.Specs() {
+		art.Kernels = append(art.Kernels, s.Name())
+	}
+	return art, art.Check()
+}
+
+type lowering struct {
+	art     *plan.Artifact
+	mod     *codegen.Module
+	weights map[string]int // by name and derivation
+	g       *ir.Graph
+	p       *plan.Program
+}
+
+func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
+	out := g.Outputs[0]
+	l.g = g
+	l.p = &plan.Program{
+		Name:       g.Name,
+		Tokens:     g.Meta["tokens"],
+		ArenaBytes: g.Mem.Bytes,
+		Output:     plan.Buffer{Offset: g.Mem.Offsets[out.ID], Rows: out.Shape[0], Cols: out.Shape.Last()},
+	}
+	for _, v := range g.Values {
+		if err := l.lower(v); err != nil {
+			return nil, fmt.Errorf("%s: %w", ir.FormatValue(v), err)
+		}
+	}
+	return l.p, nil
+}
+
+// arg is where a value lives for a kernel.
+func (l *lowering) arg(v *ir.Value) plan.Arg {
+	switch v.Op {
+	case ir.OpWeight:
+		return plan.Arg{Kind: plan.ArgWeight, Index: l.weight(v)}
+	case ir.OpInput:
+		if v.Name == frontend.InputTokens {
+			return plan.Arg{Kind: plan.ArgTokens}
+		}
+		return plan.Arg{Kind: plan.ArgScalars}
+	}
+	return plan.Arg{Kind: plan.ArgArena, Offset: l.g.Mem.Offsets[v.ID]}
+}
+
+func (l *lowering) weight(v *ir.Value) int {
+	d, _ := v.Aux.(ir.Derived)
+	key := fmt.Sprintf("%s %v", v.Name, d)
+	if i, ok := l.weights[key]; ok {
+		return i
+	}
+	w := plan.Weight{Name: v.Name, DType: v.DType.String(), Shape: v.Shape}
+	if _, ok := v.Aux.(ir.Derived); ok {
+		w.Derived = &d
+	}
+	l.art.Weights = append(l.art.Weights, w)
+	l.weights[key] = len(l.art.Weights) - 1
+	return len(l.art.Weights) - 1
+}
+
+var scalars = plan.Arg{Kind: plan.ArgScalars}
+
+// call appends one kernel call. perRow marks kernels whose items are rows
+// (times perRow) of the chunk, so calls with fewer valid tokens do less.
+func (l *lowering) call(spec codegen.Spec, label string, perRow int64, args ...plan.Arg) error {
+	k, err := l.mod.Add(spec)
+	if err != nil {
+		return err
+	}
+	l.p.Steps = append(l.p.Steps, plan.Step{
+		Kernel: k, Items: spec.Items(), Granule: spec.Granule(), ItemsPerRow: perRow,
+		Args: args, Label: label,
+	})
+	return nil
+}
+
+func (l *lowering) lower(v *ir.Value) error {
+	a := func(i int) plan.Arg { return l.arg(v.Args[i]) }
+	out := l.arg(v)
+	switch v.Op {
+	case ir.OpInput, ir.OpWeight, ir.OpReshape, ir.OpPart:
+		return nil // no code: leaves and views
+	case ir.OpEmbed:
+		table := v.Args[0]
+		scale := float32(1)
+		if e, ok := v.Aux.(ir.Embed); ok {
+			scale = e.Factor()
+		}
+		spec := codegen.Embed{R: v.Shape[0], H: v.Shape[1], V: table.Shape[0], TType: table.DType, Scale: float64(scale)}
+		return l.call(spec, v.Name, 1, out, a(0), a(1), scalars)
+	case ir.OpMatMul:
+		w := v.Args[1]
+		spec := codegen.Matmul{R: v.Args[0].Shape.Rows(), K: w.Shape[1], N: w.Shape[0], WType: w.DType}
+		if m, ok := v.Aux.(ir.MatMul); ok {
+			spec.Softcap = float64(m.Softcap)
+		}
+		return l.call(spec, v.Name, 0, out, a(0), a(1), scalars)
+	case ir.OpGeGLU:
+		w := v.Args[1]
+		spec := codegen.GeGLU{R: v.Args[0].Shape.Rows(), K: w.Shape[1], F: w.Shape[0], WType: w.DType}
+		return l.call(spec, v.Name, 0, out, a(0), a(1), a(2), scalars)
+	case ir.OpRMSNorm:
+		norm := v.Aux.(ir.RMSNorm)
+		if norm.Offset != 0 || v.Args[1].DType != ir.F32 {
+			return fmt.Errorf("rmsnorm weight must be folded to f32 (run the fold pass)")
+		}
+		spec := codegen.RMSNorm{R: v.Shape.Rows(), H: v.Shape.Last(), Eps: float64(norm.Eps)}
+		return l.call(spec, v.Name, 1, out, a(0), a(1), scalars)
+	case ir.OpAddRMSNorm:
+		norm := v.Aux.(ir.RMSNorm)
+		if norm.Offset != 0 {
+			return fmt.Errorf("rmsnorm weights must be folded (run the fold pass)")
+		}
+		x := v.Args[0]
+		spec := codegen.AddRMSNorm{R: x.Shape.Rows(), H: x.Shape.Last(), Eps: float64(norm.Eps)}
+		half := int64(x.Shape.Elems() * 4)
+		normOut := plan.Arg{Kind: plan.ArgArena, Offset: out.Offset + half}
+		return l.call(spec, v.Name, 1, out, normOut, a(0), a(1), a(2), a(3), scalars)
+	case ir.OpRoPE:
+		r := v.Aux.(ir.RoPE)
+		spec := codegen.RoPE{R: v.Shape[0], NH: v.Shape[1], D: v.Shape[2], Scale: float64(r.Factor())}
+		if r.Theta != float32(l.art.RoPE.Theta) || v.Shape[2] != l.art.RoPE.Dim {
+			return fmt.Errorf("rope θ %g dim %d differs from the table's %g, %d", r.Theta, v.Shape[2], l.art.RoPE.Theta, l.art.RoPE.Dim)
+		}
+		return l.call(spec, v.Name, int64(v.Shape[1]), out, a(0), plan.Arg{Kind: plan.ArgRoPE}, scalars)
+	case ir.OpAttention:
+		return l.attention(v, out)
+	case ir.OpSelectRow:
+		spec := codegen.SelectRow{R: v.Args[0].Shape[0], H: v.Shape[1]}
+		return l.call(spec, v.Name, 0, out, a(0), scalars)
+	case ir.OpAdd, ir.OpMul:
+		op := codegen.OpAdd
+		if v.Op == ir.OpMul {
+			op = codegen.OpMul
+		}
+		return l.call(codegen.Elementwise{N: v.Shape.Elems(), Op: op}, v.Name, 0, out, a(0), a(1))
+	case ir.OpScale, ir.OpSoftcap:
+		op := codegen.OpScale
+		if v.Op == ir.OpSoftcap {
+			op = codegen.OpSoftcap
+		}
+		c := float64(v.Aux.(ir.Scalar).C)
+		return l.call(codegen.Elementwise{N: v.Shape.Elems(), Op: op, C: c}, v.Name, 0, out, a(0))
+	case ir.OpGeluTanh:
+		return l.call(codegen.Elementwise{N: v.Shape.Elems(), Op: codegen.OpGelu}, v.Name, 0, out, a(0))
+	}
+	return fmt.Errorf("the CPU code generator has no lowering for %v", v.Op)
+}
+
+// attention attends (reading the cache and the chunk), then stores the
+// chunk's keys and values: two kernels, so no query reads a slot the same
+// chunk has already overwritten.
+func (l *lowering) attention(v *ir.Value, out plan.Arg) error {
+	a := v.Aux.(ir.Attention)
+	layer := l.g.KV.Layer(a.Layer)
+	if layer == nil {
+		return fmt.Errorf("no cache layout for layer %d (run the kvcache pass)", a.Layer)
+	}
+	T, HQ, D := v.Shape[0], v.Shape[1], v.Shape[2]
+	HKV := v.Args[1].Shape[1]
+	kc := plan.Arg{Kind: plan.ArgKV, Offset: layer.KOffset}
+	vc := plan.Arg{Kind: plan.ArgKV, Offset: layer.VOffset}
+	q, k, val := l.arg(v.Args[0]), l.arg(v.Args[1]), l.arg(v.Args[2])
+	spec := codegen.Attention{T: T, HQ: HQ, HKV: HKV, D: D, Window: a.Window, CacheLen: layer.Slots,
+		Softcap: float64(a.Softcap), Scale: float64(a.Scale)}
+	if err := l.call(spec, v.Name, int64(HQ), out, q, k, val, kc, vc, scalars); err != nil {
+		return err
+	}
+	store := codegen.KVStore{T: T, HKV: HKV, D: D, CacheLen: layer.Slots}
+	return l.call(store, v.Name+".store", 1, kc, vc, k, val, scalars)
+}

@@ -1,0 +1,331 @@
+package cpu
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/ir"
+	"github.com/gemmac/gemmac/runtime/model"
+	"github.com/gemmac/gemmac/runtime/plan"
+)
+
+// Engine runs a compiled artifact's programs. It implements model.Engine.
+type Engine struct {
+	// mu serialises calls: the thread pool runs one kernel at a time.
+	mu      sync.Mutex
+	art     *plan.Artifact
+	kernels *Kernels
+	pool    *pool
+	// weights are the addresses of the artifact's weights, by index.
+	weights []unsafe.Pointer
+	// owned holds the derived weights and the RoPE table.
+	owned []*region
+	rope  unsafe.Pointer
+}
+
+// New binds a checkpoint to a compiled artifact. The checkpoint must have the
+// configuration the artifact was compiled for, field by field, and the
+// weight dtypes its kernels read.
+func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, threads int) (*Engine, error) {
+	if len(kernels.fns) != len(art.Kernels) {
+		return nil, fmt.Errorf("the binary links %d kernels, its plan names %d", len(kernels.fns), len(art.Kernels))
+	}
+	if err := SameConfig(art.Config, ckpt.Config); err != nil {
+		return nil, fmt.Errorf("checkpoint %s does not match the compiled model: %w", ckpt.Dir, err)
+	}
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	e := &Engine{art: art, kernels: kernels, pool: newPool(threads)}
+	if err := e.bindWeights(ckpt); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if err := e.fillRoPE(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	e.warmWeights()
+	return e, nil
+}
+
+func (e *Engine) bindWeights(ckpt *frontend.Checkpoint) error {
+	for _, w := range e.art.Weights {
+		t, ok := ckpt.Weights[w.Name]
+		if !ok {
+			return fmt.Errorf("checkpoint %s has no tensor %s", ckpt.Dir, w.Name)
+		}
+		if !t.Shape.Equal(w.Shape) {
+			return fmt.Errorf("tensor %s is %v, compiled for %v", w.Name, t.Shape, w.Shape)
+		}
+		if w.Derived != nil {
+			data, err := w.Derived.Apply(t)
+			if err != nil {
+				return fmt.Errorf("tensor %s: %w", w.Name, err)
+			}
+			r, err := allocRegion(int64(len(data) * 4))
+			if err != nil {
+				return err
+			}
+			copy(r.f32s(0, len(data)), data)
+			e.owned = append(e.owned, r)
+			e.weights = append(e.weights, r.ptr(0))
+			continue
+		}
+		if t.DType.String() != w.DType {
+			return fmt.Errorf("tensor %s is %v; this binary was compiled for %s weights (rebuild with --dtype %v)", w.Name, t.DType, w.DType, t.DType)
+		}
+		if len(t.Data) == 0 {
+			return fmt.Errorf("tensor %s is empty", w.Name)
+		}
+		e.weights = append(e.weights, unsafe.Pointer(&t.Data[0]))
+	}
+	return nil
+}
+
+// fillRoPE computes the cos/sin table in float64, as the interpreter does.
+func (e *Engine) fillRoPE() error {
+	d, theta := e.art.RoPE.Dim, e.art.RoPE.Theta
+	if d <= 0 || d%2 != 0 {
+		return fmt.Errorf("compiled plan has a RoPE dimension of %d", d)
+	}
+	r, err := allocRegion(int64(e.art.Context * d * 4))
+	if err != nil {
+		return err
+	}
+	e.owned = append(e.owned, r)
+	table := r.f32s(0, e.art.Context*d)
+	half := d / 2
+	for p := 0; p < e.art.Context; p++ {
+		for i := 0; i < half; i++ {
+			freq := math.Pow(theta, -float64(2*i)/float64(d))
+			sin, cos := math.Sincos(float64(p) * freq)
+			table[p*d+i], table[p*d+half+i] = float32(cos), float32(sin)
+		}
+	}
+	e.rope = r.ptr(0)
+	return nil
+}
+
+// warmWeights reads one byte of every page of the weights, in parallel, so
+// the first token does not wait on page-ins of the memory map.
+func (e *Engine) warmWeights() {
+	var sink byte
+	for i, w := range e.art.Weights {
+		dt, _ := ir.ParseDType(w.DType)
+		n := ir.Shape(w.Shape).Elems() * max(dt.Size(), 1)
+		b := unsafe.Slice((*byte)(e.weights[i]), n)
+		for off := 0; off < n; off += 4096 {
+			sink ^= b[off]
+		}
+	}
+	_ = sink
+}
+
+// Name is "cpu".
+func (e *Engine) Name() string { return "compiled " + e.art.Target }
+
+// Context is the compiled number of positions.
+func (e *Engine) Context() int { return e.art.Context }
+
+// Threads is the size of the thread pool.
+func (e *Engine) Threads() int { return e.pool.threads }
+
+// Close stops the threads and frees the engine's memory.
+func (e *Engine) Close() error {
+	e.pool.close()
+	var errs []error
+	for _, r := range e.owned {
+		errs = append(errs, r.free())
+	}
+	return errors.Join(errs...)
+}
+
+// NewState allocates one sequence's KV cache, arena and call buffers.
+func (e *Engine) NewState() (model.State, error) {
+	s := &state{e: e}
+	var arena int64
+	for _, p := range e.art.Programs {
+		arena = max(arena, p.ArenaBytes)
+		s.maxTokens = max(s.maxTokens, p.Tokens)
+	}
+	var err error
+	if s.kv, err = allocRegion(e.art.KVBytes); err != nil {
+		return nil, err
+	}
+	if s.arena, err = allocRegion(arena); err != nil {
+		return nil, err
+	}
+	if s.io, err = allocRegion(int64(16 + 4*s.maxTokens)); err != nil {
+		return nil, err
+	}
+	s.kv.touch()
+	s.arena.touch()
+	s.args = map[*plan.Program]*region{}
+	for _, p := range e.art.Programs {
+		if s.args[p], err = e.argBlock(p, s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// argBlock resolves every step's arguments once, into the pointer arrays
+// the kernels receive.
+func (e *Engine) argBlock(p *plan.Program, s *state) (*region, error) {
+	n := 0
+	for _, st := range p.Steps {
+		n += len(st.Args)
+	}
+	r, err := allocRegion(int64(max(n, 1) * 8))
+	if err != nil {
+		return nil, err
+	}
+	ptrs := unsafe.Slice((*unsafe.Pointer)(r.ptr(0)), max(n, 1))
+	i := 0
+	for _, st := range p.Steps {
+		for _, a := range st.Args {
+			switch a.Kind {
+			case plan.ArgArena:
+				ptrs[i] = s.arena.ptr(a.Offset)
+			case plan.ArgKV:
+				ptrs[i] = s.kv.ptr(a.Offset)
+			case plan.ArgWeight:
+				ptrs[i] = e.weights[a.Index]
+			case plan.ArgTokens:
+				ptrs[i] = s.io.ptr(16)
+			case plan.ArgScalars:
+				ptrs[i] = s.io.ptr(0)
+			case plan.ArgRoPE:
+				ptrs[i] = e.rope
+			}
+			i++
+		}
+	}
+	return r, nil
+}
+
+type state struct {
+	e         *Engine
+	kv, arena *region
+	// io holds the call's scalars {pos, n_valid} (i64) and token ids (i32).
+	io        *region
+	args      map[*plan.Program]*region
+	maxTokens int
+}
+
+func (s *state) Bytes() int64 { return int64(len(s.kv.mem)) }
+
+// Forward runs tokens through the decode program (one token) or prefill
+// chunks, as the interpreter engine does.
+func (s *state) Forward(tokens []int32, pos int, all bool) ([]float32, error) {
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("no tokens to run")
+	}
+	name := "prefill"
+	switch {
+	case len(tokens) == 1:
+		name = "decode"
+	case all:
+		name = "prefill_all"
+	}
+	p := s.e.art.Programs[name]
+	if p == nil {
+		return nil, fmt.Errorf("the binary has no %s program", name)
+	}
+	var out []float32
+	for start := 0; start < len(tokens); start += p.Tokens {
+		end := min(start+p.Tokens, len(tokens))
+		logits, err := s.run(p, tokens[start:end], pos+start)
+		if err != nil {
+			return nil, err
+		}
+		if all {
+			out = append(out, logits...)
+		} else {
+			out = logits
+		}
+	}
+	return out, nil
+}
+
+// run checks the call in Go, then executes the program's steps. The kernels
+// trust every id, position and length; this is where they are checked.
+func (s *state) run(p *plan.Program, tokens []int32, pos int) ([]float32, error) {
+	n := len(tokens)
+	vocab := s.e.art.Config.VocabSize
+	if n > p.Tokens {
+		return nil, fmt.Errorf("program %s takes %d tokens, got %d", p.Name, p.Tokens, n)
+	}
+	if pos < 0 || pos+n > s.e.art.Context {
+		return nil, &model.ContextError{Tokens: pos + n, Context: s.e.art.Context}
+	}
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	ids := unsafe.Slice((*int32)(s.io.ptr(16)), s.maxTokens)
+	for i, t := range tokens {
+		if t < 0 || int(t) >= vocab {
+			return nil, fmt.Errorf("token %d at index %d is outside the vocabulary of %d", t, i, vocab)
+		}
+		ids[i] = t
+	}
+	for i := n; i < p.Tokens; i++ {
+		ids[i] = 0
+	}
+	scalars := unsafe.Slice((*int64)(s.io.ptr(0)), 2)
+	scalars[0], scalars[1] = int64(pos), int64(n)
+
+	args := s.args[p]
+	argi := 0
+	for _, st := range p.Steps {
+		items := st.Items
+		if st.ItemsPerRow > 0 {
+			items = min(items, st.ItemsPerRow*int64(n))
+		}
+		s.e.pool.run(s.e.kernels, st.Kernel, args.ptr(int64(argi*8)), items, st.Granule)
+		argi += len(st.Args)
+	}
+	rows := p.Output.Rows
+	if rows > 1 {
+		rows = n
+	}
+	out := make([]float32, rows*p.Output.Cols)
+	copy(out, s.arena.f32s(p.Output.Offset, len(out)))
+	return out, nil
+}
+
+// SameConfig compares the fields of two configs that a compiled binary
+// depends on and names the first that differs.
+func SameConfig(compiled, got *frontend.Config) error {
+	fields := []struct {
+		name string
+		a, b any
+	}{
+		{"vocab_size", compiled.VocabSize, got.VocabSize},
+		{"hidden_size", compiled.HiddenSize, got.HiddenSize},
+		{"intermediate_size", compiled.IntermediateSize, got.IntermediateSize},
+		{"num_hidden_layers", compiled.NumHiddenLayers, got.NumHiddenLayers},
+		{"num_attention_heads", compiled.NumAttentionHeads, got.NumAttentionHeads},
+		{"num_key_value_heads", compiled.NumKeyValueHeads, got.NumKeyValueHeads},
+		{"head_dim", compiled.HeadDim, got.HeadDim},
+		{"query_pre_attn_scalar", compiled.QueryPreAttnScalar, got.QueryPreAttnScalar},
+		{"sliding_window", compiled.SlidingWindow, got.SlidingWindow},
+		{"attn_logit_softcapping", compiled.AttnLogitSoftcapping, got.AttnLogitSoftcapping},
+		{"final_logit_softcapping", compiled.FinalLogitSoftcapping, got.FinalLogitSoftcapping},
+		{"rope_theta", compiled.RopeTheta, got.RopeTheta},
+		{"rms_norm_eps", compiled.RMSNormEps, got.RMSNormEps},
+		{"tie_word_embeddings", compiled.TieWordEmbeddings, got.TieWordEmbeddings},
+		{"torch_dtype", compiled.ActivationDType(), got.ActivationDType()},
+	}
+	for _, f := range fields {
+		if f.a != f.b {
+			return fmt.Errorf("%s is %v, the binary was compiled for %v", f.name, f.b, f.a)
+		}
+	}
+	return nil
+}
