@@ -36,7 +36,7 @@ func compiledEngine(t *testing.T) func(*frontend.Checkpoint, model.Options) (mod
 		if err != nil {
 			return nil, err
 		}
-		return cpu.New(c.Artifact, k, ckpt, 2)
+		return cpu.New(c.Artifact, k, ckpt, cpu.Options{Threads: 2})
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"sort"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/gemmac/gemmac/frontend"
@@ -26,12 +28,46 @@ type Engine struct {
 	// owned holds the derived weights and the RoPE table.
 	owned []*region
 	rope  unsafe.Pointer
+	// profile, when not nil, accumulates time per kernel.
+	profile map[string]*KernelTime
+}
+
+// KernelTime is where a profiled engine spent its time.
+type KernelTime struct {
+	Kernel string
+	Calls  int
+	Time   time.Duration
+}
+
+// EnableProfile makes the engine time every kernel call (a little slower).
+func (e *Engine) EnableProfile() { e.profile = map[string]*KernelTime{} }
+
+// Profile returns the time per kernel, most expensive first.
+func (e *Engine) Profile() []KernelTime {
+	var out []KernelTime
+	for _, k := range e.profile {
+		out = append(out, *k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Time > out[j].Time })
+	return out
+}
+
+// Options tune an engine.
+type Options struct {
+	// Threads is the size of the thread pool; 0 means one per CPU.
+	Threads int
+	// MapWeights reads the weights straight from the checkpoint's memory
+	// map instead of staging them in huge pages (less memory, slower: with
+	// 4 KiB pages of the page cache, decode is TLB-bound at a third of the
+	// memory bandwidth).
+	MapWeights bool
 }
 
 // New binds a checkpoint to a compiled artifact. The checkpoint must have the
 // configuration the artifact was compiled for, field by field, and the
 // weight dtypes its kernels read.
-func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, threads int) (*Engine, error) {
+func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, opts Options) (*Engine, error) {
+	threads := opts.Threads
 	if len(kernels.fns) != len(art.Kernels) {
 		return nil, fmt.Errorf("the binary links %d kernels, its plan names %d", len(kernels.fns), len(art.Kernels))
 	}
@@ -42,7 +78,7 @@ func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, thread
 		threads = runtime.GOMAXPROCS(0)
 	}
 	e := &Engine{art: art, kernels: kernels, pool: newPool(threads)}
-	if err := e.bindWeights(ckpt); err != nil {
+	if err := e.bindWeights(ckpt, !opts.MapWeights); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -50,11 +86,13 @@ func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, thread
 		e.Close()
 		return nil, err
 	}
-	e.warmWeights()
+	if opts.MapWeights {
+		e.warmWeights()
+	}
 	return e, nil
 }
 
-func (e *Engine) bindWeights(ckpt *frontend.Checkpoint) error {
+func (e *Engine) bindWeights(ckpt *frontend.Checkpoint, stage bool) error {
 	for _, w := range e.art.Weights {
 		t, ok := ckpt.Weights[w.Name]
 		if !ok {
@@ -83,9 +121,42 @@ func (e *Engine) bindWeights(ckpt *frontend.Checkpoint) error {
 		if len(t.Data) == 0 {
 			return fmt.Errorf("tensor %s is empty", w.Name)
 		}
-		e.weights = append(e.weights, unsafe.Pointer(&t.Data[0]))
+		if !stage {
+			e.weights = append(e.weights, unsafe.Pointer(&t.Data[0]))
+			continue
+		}
+		r, err := allocHuge(int64(len(t.Data)))
+		if err != nil {
+			return err
+		}
+		e.copyParallel(r.mem, t.Data)
+		releaseMapped(t.Data)
+		e.owned = append(e.owned, r)
+		e.weights = append(e.weights, r.ptr(0))
 	}
 	return nil
+}
+
+// copyParallel copies with every thread: staging a model's weights is
+// bounded by memory bandwidth, which one core does not reach.
+func (e *Engine) copyParallel(dst, src []byte) {
+	const chunk = 8 << 20
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < e.pool.threads; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for off := range next {
+				copy(dst[off:min(off+chunk, len(src))], src[off:min(off+chunk, len(src))])
+			}
+		}()
+	}
+	for off := 0; off < len(src); off += chunk {
+		next <- off
+	}
+	close(next)
+	wg.Wait()
 }
 
 // fillRoPE computes the cos/sin table in float64, as the interpreter does.
@@ -287,7 +358,21 @@ func (s *state) run(p *plan.Program, tokens []int32, pos int) ([]float32, error)
 		if st.ItemsPerRow > 0 {
 			items = min(items, st.ItemsPerRow*int64(n))
 		}
+		var start time.Time
+		if s.e.profile != nil {
+			start = time.Now()
+		}
 		s.e.pool.run(s.e.kernels, st.Kernel, args.ptr(int64(argi*8)), items, st.Granule)
+		if s.e.profile != nil {
+			name := s.e.art.Kernels[st.Kernel]
+			k := s.e.profile[name]
+			if k == nil {
+				k = &KernelTime{Kernel: name}
+				s.e.profile[name] = k
+			}
+			k.Calls++
+			k.Time += time.Since(start)
+		}
 		argi += len(st.Args)
 	}
 	rows := p.Output.Rows

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/gemmac/gemmac/runtime/cpu"
 	"github.com/gemmac/gemmac/runtime/model"
 )
 
@@ -39,6 +40,7 @@ func runBench(env *Env, args []string) error {
 	promptTokens := fs.Int("prompt-tokens", 128, "tokens in the prompt (one prefill)")
 	genTokens := fs.Int("gen-tokens", 32, "tokens to decode after it")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	profile := fs.Bool("profile", false, "print the time spent in each compiled kernel")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -53,9 +55,24 @@ func runBench(env *Env, args []string) error {
 		return err
 	}
 	defer m.Close()
+	profiled, _ := m.Engine.(interface {
+		EnableProfile()
+		Profile() []cpu.KernelTime
+	})
+	if *profile {
+		if profiled == nil {
+			return usageError("--profile needs the compiled engine")
+		}
+		profiled.EnableProfile()
+	}
 	r, err := Bench(m, *promptTokens, *genTokens)
 	if err != nil {
 		return err
+	}
+	if *profile {
+		for _, k := range profiled.Profile() {
+			fmt.Fprintf(env.Stderr, "%10.3fs %6d calls  %s\n", k.Time.Seconds(), k.Calls, k.Kernel)
+		}
 	}
 	if *asJSON {
 		return json.NewEncoder(env.Stdout).Encode(r)

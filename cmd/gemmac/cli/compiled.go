@@ -27,7 +27,7 @@ func RunCompiled(planJSON []byte, kernelTable unsafe.Pointer, args []string) int
 		if opts.Context != art.Context {
 			return nil, fmt.Errorf("this binary was compiled for a context of %d tokens, not %d (rebuild with --max-seq %d)", art.Context, opts.Context, opts.Context)
 		}
-		return cpu.New(art, kernels, ckpt, opts.Threads)
+		return cpu.New(art, kernels, ckpt, cpu.Options{Threads: opts.Threads})
 	}
 	env.Context = art.Context
 	return Main(env, ModelCommands(), args[1:])
@@ -56,5 +56,5 @@ func jitEngine(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, err
 	if err != nil {
 		return nil, fmt.Errorf("%w (remove %s to recompile)", err, so)
 	}
-	return cpu.New(compiled.Artifact, kernels, ckpt, opts.Threads)
+	return cpu.New(compiled.Artifact, kernels, ckpt, cpu.Options{Threads: opts.Threads})
 }
