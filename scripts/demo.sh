@@ -1,28 +1,25 @@
 #!/usr/bin/env bash
-# The demo: a Gemma-2 with random weights, the real Gemma tokenizer and a chat
-# template with a system prompt, run end to end on the interpreter.
+# The demo: gocoder, a small Gemma-2 trained on Go source, compiled ahead of
+# time for this CPU, completing a Go function as it streams; then the
+# compiled binary and the interpreter side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 go build -o bin/gemmac ./cmd/gemmac
 
-model=demo/random-tiny
-if [ ! -f "$model/model.safetensors" ]; then
-	bin/gemmac gen-random --preset tiny --dtype f32 --seed 1 \
-		--tokenizer examples/demo/gemma3-tokenizer.json.gz --chat-template systemgemma2 -o "$model"
-fi
+model=examples/gocoder
+echo "== gemmac build: gocoder (6 layers, 5.8M parameters, trained on the Go standard library) for this CPU"
+bin/gemmac build --model "$model" --target cpu --max-seq 512 -o bin/gocoder
 
-cat <<'NOTE'
-------------------------------------------------------------------------------
-The weights of this model are RANDOM: the reply below is noise. What is real is
-everything around it: checkpoint reading, the Gemma tokenizer (262k pieces),
-the SystemGemma2 chat template with a system prompt, prefill, the static
-hybrid KV cache, sampling and streaming. Point --model at a real Gemma-2
-checkpoint directory for real text.
-------------------------------------------------------------------------------
-NOTE
-set -x
-bin/gemmac run --model "$model" --interp \
-	--system "You are a pirate. Answer like one." \
-	--prompt "Where is the treasure buried?" \
-	--temperature 0.8 --top-k 40 --seed 1 --max-tokens 24
+prompt=$'// Close closes the file, rendering it unusable for I/O.\nfunc (f *File) Close() error {\n'
+echo
+echo "== bin/gocoder run: greedy completion of"
+printf '%s' "$prompt"
+echo "----"
+bin/gocoder run --model "$model" --raw --prompt "$prompt" --max-tokens 64
+echo
+echo "== the same prompt on the pure-Go interpreter (the reference and baseline)"
+bin/gemmac run --model "$model" --interp --max-seq 512 --raw --prompt "$prompt" --max-tokens 64 >/dev/null
+echo
+echo "== speed: 128-token prompt, 128 generated tokens"
+bin/gocoder bench --model "$model" --prompt-tokens 128 --gen-tokens 128 --compare

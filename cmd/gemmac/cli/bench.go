@@ -6,6 +6,9 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/gemmac/gemmac/bench/roofline"
+	cpucodegen "github.com/gemmac/gemmac/codegen/cpu"
+	"github.com/gemmac/gemmac/frontend"
 	"github.com/gemmac/gemmac/runtime/cpu"
 	"github.com/gemmac/gemmac/runtime/model"
 )
@@ -30,7 +33,30 @@ type BenchResult struct {
 	PrefillTokS         float64 `json:"prefill_tok_s"`
 	DecodeTokS          float64 `json:"decode_tok_s"`
 	WeightBytesPerToken int64   `json:"weight_bytes_per_token"`
-	KVCacheBytes        int64   `json:"kv_cache_bytes"`
+	// KVBytesPerToken is the mean bytes of keys and values one decode step
+	// of this run reads.
+	KVBytesPerToken int64 `json:"kv_bytes_per_token"`
+	KVCacheBytes    int64 `json:"kv_cache_bytes"`
+	// PrefillFLOPs counts 2 FLOPs per non-embedding weight per prompt token
+	// and the LM head once (prefill only needs the last token's logits).
+	PrefillFLOPs float64 `json:"prefill_flops"`
+	PrefillGFLOP float64 `json:"prefill_gflop_s"`
+
+	// The machine's ceilings, measured in the same run (absent with
+	// --no-roofline), and the fractions of them reached.
+	ReadGBs                float64 `json:"read_gb_s,omitempty"`
+	FMAGFLOP               float64 `json:"fma_gflop_s,omitempty"`
+	DecodeRooflineTokS     float64 `json:"decode_roofline_tok_s,omitempty"`
+	DecodeRooflineFraction float64 `json:"decode_roofline_fraction,omitempty"`
+	PrefillPeakFraction    float64 `json:"prefill_peak_fraction,omitempty"`
+}
+
+// addRoofline fills the ceilings and fractions from a measurement.
+func (r *BenchResult) addRoofline(m *roofline.Machine) {
+	r.ReadGBs, r.FMAGFLOP = m.ReadGBs, m.FMAGFLOP
+	r.DecodeRooflineTokS = m.ReadGBs * 1e9 / float64(r.WeightBytesPerToken+r.KVBytesPerToken)
+	r.DecodeRooflineFraction = r.DecodeTokS / r.DecodeRooflineTokS
+	r.PrefillPeakFraction = r.PrefillGFLOP / m.FMAGFLOP
 }
 
 func runBench(env *Env, args []string) error {
@@ -41,13 +67,15 @@ func runBench(env *Env, args []string) error {
 	genTokens := fs.Int("gen-tokens", 32, "tokens to decode after it")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	profile := fs.Bool("profile", false, "print the time spent in each compiled kernel")
+	compare := fs.Bool("compare", false, "also run the interpreter on the same model and print the speedup")
+	noRoofline := fs.Bool("no-roofline", false, "skip measuring this machine's read bandwidth and FMA peak")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *promptTokens < 1 || *genTokens < 1 {
 		return usageError("--prompt-tokens and --gen-tokens must be positive")
 	}
-	if mf.maxSeq == 0 {
+	if mf.maxSeq == 0 && env.Context == 0 {
 		mf.maxSeq = *promptTokens + *genTokens
 	}
 	m, err := mf.load(fs, env)
@@ -74,11 +102,61 @@ func runBench(env *Env, args []string) error {
 			fmt.Fprintf(env.Stderr, "%10.3fs %6d calls  %s\n", k.Time.Seconds(), k.Calls, k.Kernel)
 		}
 	}
-	if *asJSON {
-		return json.NewEncoder(env.Stdout).Encode(r)
+	results := []*BenchResult{r}
+	var machine *roofline.Machine
+	if !*noRoofline {
+		cache, err := cpucodegen.CacheDir()
+		if err != nil {
+			return err
+		}
+		if machine, err = roofline.Measure(r.Threads, cache); err != nil {
+			return fmt.Errorf("measuring the roofline (--no-roofline skips it): %w", err)
+		}
+		r.addRoofline(machine)
 	}
-	fmt.Fprintf(env.Stdout, "%s, %d threads: prefill %d tokens %.1f tok/s, decode %d tokens %.2f tok/s (%.1f MB of weights per token)\n",
-		r.Engine, r.Threads, r.PromptTokens, r.PrefillTokS, r.GenTokens, r.DecodeTokS, float64(r.WeightBytesPerToken)/1e6)
+	if *compare {
+		if mf.interp {
+			return usageError("--compare runs the interpreter itself; drop --interp")
+		}
+		mf.interp = true
+		im, err := mf.load(fs, env)
+		if err != nil {
+			return err
+		}
+		defer im.Close()
+		ir, err := Bench(im, *promptTokens, *genTokens)
+		if err != nil {
+			return err
+		}
+		if machine != nil {
+			ir.addRoofline(machine)
+		}
+		results = append(results, ir)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		for _, r := range results {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if machine != nil {
+		fmt.Fprintf(env.Stdout, "machine (%d threads, %s): read %.1f GB/s, FMA %.0f GFLOP/s\n", machine.Threads, machine.Target, machine.ReadGBs, machine.FMAGFLOP)
+	}
+	for _, r := range results {
+		fmt.Fprintf(env.Stdout, "%-24s %d threads: prefill %d tokens %8.1f tok/s, decode %d tokens %8.2f tok/s (%.1f MB of weights per token)\n",
+			r.Engine, r.Threads, r.PromptTokens, r.PrefillTokS, r.GenTokens, r.DecodeTokS, float64(r.WeightBytesPerToken)/1e6)
+		if machine != nil {
+			fmt.Fprintf(env.Stdout, "%24s decode at %.0f%% of the bandwidth roofline (%.2f tok/s), prefill at %.0f%% of the FMA peak (%.1f GFLOP/s)\n",
+				"", 100*r.DecodeRooflineFraction, r.DecodeRooflineTokS, 100*r.PrefillPeakFraction, r.PrefillGFLOP)
+		}
+	}
+	if len(results) == 2 {
+		fmt.Fprintf(env.Stdout, "compiled vs interpreter: prefill %.1f×, decode %.1f×\n",
+			results[0].PrefillTokS/results[1].PrefillTokS, results[0].DecodeTokS/results[1].DecodeTokS)
+	}
 	return nil
 }
 
@@ -115,7 +193,13 @@ func Bench(m *model.Model, promptTokens, genTokens int) (*BenchResult, error) {
 		}
 	}
 	decode := time.Since(start)
+	cfg := m.Config
+	embed := int64(cfg.VocabSize) * int64(cfg.HiddenSize)
+	flops := 2*float64(cfg.ParamCount()-embed)*float64(promptTokens) + 2*float64(embed)
 	return &BenchResult{
+		PrefillFLOPs:        flops,
+		PrefillGFLOP:        flops / prefill.Seconds() / 1e9,
+		KVBytesPerToken:     kvBytesPerStep(cfg, promptTokens, genTokens),
 		Engine:              m.Engine.Name(),
 		Threads:             m.Engine.Threads(),
 		PromptTokens:        promptTokens,
@@ -127,4 +211,22 @@ func Bench(m *model.Model, promptTokens, genTokens int) (*BenchResult, error) {
 		WeightBytesPerToken: m.WeightBytesPerToken(),
 		KVCacheBytes:        sess.CacheBytes(),
 	}, nil
+}
+
+// kvBytesPerStep is the mean bytes of f32 keys and values a decode step
+// reads over positions prompt..prompt+gen-1: global layers read every
+// position so far, sliding layers at most a window.
+func kvBytesPerStep(cfg *frontend.Config, prompt, gen int) int64 {
+	perPosition := int64(2 * cfg.NumKeyValueHeads * cfg.HeadDim * 4)
+	var total int64
+	for pos := prompt; pos < prompt+gen; pos++ {
+		for l := 0; l < cfg.NumHiddenLayers; l++ {
+			seen := pos + 1
+			if cfg.IsSliding(l) {
+				seen = min(seen, cfg.SlidingWindow)
+			}
+			total += int64(seen) * perPosition
+		}
+	}
+	return total / int64(gen)
 }

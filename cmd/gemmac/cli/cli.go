@@ -144,6 +144,7 @@ func ModelCommands() []Command {
 		runCommand(),
 		chatCommand(),
 		logitsCommand(),
+		evalCommand(),
 		benchCommand(),
 	}
 }
