@@ -1,5 +1,6 @@
 // Package chat renders conversations into the prompt text that Gemma
-// checkpoints were fine-tuned on, without a Jinja engine.
+// checkpoints were fine-tuned on; the built-in renderers need no Jinja
+// engine.
 //
 // Three built-in renderers reproduce the chat templates shipped with the
 // supported checkpoints byte for byte:
@@ -19,4 +20,15 @@
 //
 // Detect and FromTokenizerConfig pick a renderer for a checkpoint from the
 // chat_template source in its tokenizer_config.json.
+//
+// Alternatively, a checkpoint's own chat_template can be rendered by a
+// Jinja engine (github.com/ardanlabs/jinja): ParseTemplate or
+// TemplateFromTokenizerConfig compile it, and Template.Render formats a
+// conversation as Hugging Face's apply_chat_template does, with the
+// template's raise_exception returned as a *TemplateError. This path
+// handles templates that Detect does not recognise; for the three built-in
+// templates it reproduces every reference output, errors included (so,
+// unlike the "systemgemma2" renderer, the Jinja source rejects a
+// conversation that starts with the user). Message content is data there
+// too: Jinja syntax inside a message is never evaluated.
 package chat

@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"unsafe"
 
-	"github.com/gemmac/gemmac/codegen"
-	cpucodegen "github.com/gemmac/gemmac/codegen/cpu"
 	"github.com/gemmac/gemmac/frontend"
 	"github.com/gemmac/gemmac/runtime/cpu"
 	"github.com/gemmac/gemmac/runtime/model"
@@ -31,30 +29,4 @@ func RunCompiled(planJSON []byte, kernelTable unsafe.Pointer, args []string) int
 	}
 	env.Context = art.Context
 	return Main(env, ModelCommands(), args[1:])
-}
-
-// jitEngine compiles the checkpoint's kernels for this CPU (cached between
-// runs) and runs them in process: what gemmac's own run, chat, logits and
-// bench use unless --interp is given.
-func jitEngine(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, error) {
-	compiled, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{
-		Target:  codegen.HostTarget(),
-		Context: opts.Context,
-	})
-	if err != nil {
-		return nil, err
-	}
-	cache, err := cpucodegen.CacheDir()
-	if err != nil {
-		return nil, err
-	}
-	so, err := compiled.SharedObject(cache)
-	if err != nil {
-		return nil, err
-	}
-	kernels, err := cpu.LoadKernels(so, compiled.Artifact.Kernels)
-	if err != nil {
-		return nil, fmt.Errorf("%w (remove %s to recompile)", err, so)
-	}
-	return cpu.New(compiled.Artifact, kernels, ckpt, cpu.Options{Threads: opts.Threads})
 }

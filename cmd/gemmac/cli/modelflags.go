@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 
+	cpucodegen "github.com/gemmac/gemmac/codegen/cpu"
+
 	"github.com/spf13/pflag"
 
 	"github.com/gemmac/gemmac/runtime/model"
@@ -46,7 +48,7 @@ func (m *modelFlags) load(fs *pflag.FlagSet, env *Env) (*model.Model, error) {
 	if !m.interp {
 		opts.Engine = env.Engine
 		if opts.Engine == nil {
-			opts.Engine = jitEngine
+			opts.Engine = cpucodegen.JITEngine
 		}
 	}
 	return model.Load(m.dir, opts)
