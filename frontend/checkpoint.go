@@ -6,32 +6,58 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gemmac/gemmac/frontend/gguf"
 	"github.com/gemmac/gemmac/frontend/safetensors"
 	"github.com/gemmac/gemmac/ir"
+	"github.com/gemmac/gemmac/runtime/tokenizer"
 )
 
-// Checkpoint is an opened model directory: its config and its weights bound
-// by name, still memory-mapped (no weight is copied into the heap).
+// Checkpoint is an opened model: its config and its weights bound by their
+// Hugging Face names, still memory-mapped (no weight matrix is copied into
+// the heap).
 type Checkpoint struct {
+	// Dir is the model directory (for a GGUF, the directory holding it).
 	Dir     string
 	Config  *Config
 	Weights map[string]ir.Tensor
-	files   *safetensors.Checkpoint
+	// File is the GGUF file's path; "" for a safetensors directory.
+	File string
+	// Tokenizer and ChatTemplate come from a GGUF's metadata (nil and ""
+	// when it has none, and for a safetensors directory, whose
+	// tokenizer.json and tokenizer_config.json lie beside the weights).
+	Tokenizer    *tokenizer.Tokenizer
+	ChatTemplate string
+	// Notes record what opening decided rather than read (defaults taken,
+	// conventions converted), for gemmac inspect.
+	Notes []string
+	files *safetensors.Checkpoint
+	gguf  *gguf.File
 }
 
 // Close unmaps the weights; tensors taken from the checkpoint die with it.
 func (c *Checkpoint) Close() error {
-	if c.files == nil {
-		return nil
+	var errs []error
+	if c.files != nil {
+		errs = append(errs, c.files.Close())
 	}
-	return c.files.Close()
+	if c.gguf != nil {
+		errs = append(errs, c.gguf.Close())
+	}
+	return errors.Join(errs...)
 }
 
 var stDTypes = map[safetensors.DType]ir.DType{"F32": ir.F32, "BF16": ir.BF16, "F16": ir.F16}
 
 // Open reads config.json and the safetensors files of dir, and checks that
-// the tensors are exactly the ones the config calls for.
+// the tensors are exactly the ones the config calls for. dir may also be a
+// .gguf file, or a directory holding exactly one .gguf file and no
+// safetensors: see OpenGGUF.
 func Open(dir string) (*Checkpoint, error) {
+	if path, ok, err := ggufPath(dir); err != nil {
+		return nil, err
+	} else if ok {
+		return OpenGGUF(path)
+	}
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -246,14 +247,31 @@ func (c *Config) QueryScale() float32 { return float32(1 / math.Sqrt(c.QueryPreA
 
 // Marshal renders the config as a Hugging Face config.json.
 func (c *Config) Marshal() ([]byte, error) {
+	// transformers validates these as floats and refuses 30 where it wants
+	// 30.0, which is how encoding/json writes a whole float64.
 	out := struct {
-		Architectures    []string `json:"architectures"`
-		CacheImpl        string   `json:"cache_implementation"`
-		AttentionBias    bool     `json:"attention_bias"`
-		AttentionDropout float64  `json:"attention_dropout"`
+		Architectures    []string  `json:"architectures"`
+		CacheImpl        string    `json:"cache_implementation"`
+		AttentionBias    bool      `json:"attention_bias"`
+		AttentionDropout jsonFloat `json:"attention_dropout"`
 		*Config
-	}{[]string{"Gemma2ForCausalLM"}, "hybrid", false, 0, c}
+		AttnSoftcap  jsonFloat `json:"attn_logit_softcapping"`
+		FinalSoftcap jsonFloat `json:"final_logit_softcapping"`
+		RopeTheta    jsonFloat `json:"rope_theta"`
+	}{[]string{"Gemma2ForCausalLM"}, "hybrid", false, 0, c,
+		jsonFloat(c.AttnLogitSoftcapping), jsonFloat(c.FinalLogitSoftcapping), jsonFloat(c.RopeTheta)}
 	return json.MarshalIndent(out, "", "  ")
+}
+
+// jsonFloat always marshals with a decimal point or exponent.
+type jsonFloat float64
+
+func (f jsonFloat) MarshalJSON() ([]byte, error) {
+	b := strconv.AppendFloat(nil, float64(f), 'g', -1, 64)
+	if !strings.ContainsAny(string(b), ".eE") {
+		b = append(b, ".0"...)
+	}
+	return b, nil
 }
 
 // HumanCount writes a parameter count the way model cards do: 5.8M, 2.61B.

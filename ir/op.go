@@ -126,7 +126,7 @@ func inferEmbed(args []*Value, aux Aux) (Shape, DType, error) {
 		return nil, 0, fmt.Errorf("aux is %T, want Embed or none", aux)
 	}
 	table, ids := args[0], args[1]
-	if err := firstErr(wantFloat("table", table), wantRank("table", table, 2), wantRank("ids", ids, 1)); err != nil {
+	if err := firstErr(wantWeight("table", table), wantRank("table", table, 2), wantRank("ids", ids, 1)); err != nil {
 		return nil, 0, err
 	}
 	if ids.DType != I32 {
@@ -140,7 +140,7 @@ func inferMatMul(args []*Value, aux Aux) (Shape, DType, error) {
 		return nil, 0, fmt.Errorf("aux is %T, want MatMul or none", aux)
 	}
 	x, w := args[0], args[1]
-	if err := firstErr(wantF32("x", x), wantFloat("w", w), wantRank("w", w, 2)); err != nil {
+	if err := firstErr(wantF32("x", x), wantWeight("w", w), wantRank("w", w, 2)); err != nil {
 		return nil, 0, err
 	}
 	if len(x.Shape) == 0 || x.Shape.Last() != w.Shape[1] {

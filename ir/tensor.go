@@ -13,9 +13,14 @@ type Tensor struct {
 	Data  []byte
 }
 
-// Check reports whether the data length fits the dtype and shape.
+// Check reports whether the data length fits the dtype and shape (for the
+// quantised dtypes: whole blocks per row).
 func (t Tensor) Check() error {
-	if want := t.Shape.Elems() * t.DType.Size(); len(t.Data) != want {
+	want, err := t.DType.TensorBytes(t.Shape)
+	if err != nil {
+		return err
+	}
+	if len(t.Data) != want {
 		return fmt.Errorf("%v%v needs %d bytes, has %d", t.DType, t.Shape, want, len(t.Data))
 	}
 	return nil
@@ -43,7 +48,7 @@ func viewAs[T float32 | uint16](b []byte) []T {
 	return out
 }
 
-// Float32s decodes any float tensor into a new []float32.
+// Float32s decodes any float or quantised tensor into a new []float32.
 func (t Tensor) Float32s() ([]float32, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
@@ -62,6 +67,9 @@ func (t Tensor) Float32s() ([]float32, error) {
 			out[i] = widen(w)
 		}
 		return out, nil
+	case Q8_0, Q4_0:
+		out := make([]float32, t.Shape.Elems())
+		return out, DequantizeRow(t.DType, t.Data, out)
 	}
 	return nil, fmt.Errorf("cannot decode %v as floats", t.DType)
 }

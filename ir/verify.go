@@ -55,7 +55,7 @@ func verifyValue(v *Value, index int, seen map[*Value]bool) error {
 		}
 	}
 	if v.Op.IsLeaf() {
-		if v.DType.Size() == 0 {
+		if !v.DType.Known() {
 			return fmt.Errorf("has unknown dtype %v", v.DType)
 		}
 		return nil

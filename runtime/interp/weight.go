@@ -8,22 +8,29 @@ type weight struct {
 	dtype ir.DType
 	f32   []float32
 	u16   []uint16
+	q     []byte // q8_0 / q4_0 blocks (quant.go)
 	cols  int
 }
 
 func newWeight(t ir.Tensor) weight {
 	w := weight{dtype: t.DType, cols: t.Shape.Last()}
-	if t.DType == ir.F32 {
+	switch {
+	case t.DType == ir.F32:
 		w.f32 = t.F32s()
-	} else {
+	case t.DType.IsQuantized():
+		w.q = t.Data
+	default:
 		w.u16 = t.U16s()
 	}
 	return w
 }
 
-// row widens n elements starting at element off into dst.
+// row widens n elements starting at element off into dst (for quantised
+// weights off and n are whole blocks: whole rows).
 func (w weight) row(off, n int, dst []float32) {
 	switch w.dtype {
+	case ir.Q8_0, ir.Q4_0:
+		w.rowQuant(off, n, dst)
 	case ir.F32:
 		copy(dst[:n], w.f32[off:off+n])
 	case ir.BF16:
@@ -45,6 +52,8 @@ func (w weight) dot(r int, x []float32) float32 {
 		return dotF32(x, w.f32[off:off+w.cols])
 	case ir.BF16:
 		return dotBF16(x, w.u16[off:off+w.cols])
+	case ir.Q8_0, ir.Q4_0:
+		return w.dotQuant(r, x)
 	}
 	return dotF16(x, w.u16[off:off+w.cols])
 }

@@ -1,0 +1,118 @@
+package ptx
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/gemmac/gemmac/codegen"
+)
+
+// LLCFlags are the llc arguments for the target.
+func (t Target) LLCFlags() []string {
+	return []string{"-O3", "-march=nvptx64", "-mtriple=nvptx64-nvidia-cuda", "-mcpu=" + t.SM, "-mattr=+" + t.PTX}
+}
+
+// CacheKey names the PTX of an IR text for a target: the same IR and flags
+// always give the same PTX, so a machine without LLVM (a GPU box) can use
+// PTX compiled elsewhere.
+func (c *Compiled) CacheKey(ll string) string {
+	h := sha256.New()
+	h.Write([]byte(strings.Join(c.Module.Target.LLCFlags(), " ")))
+	h.Write([]byte{0})
+	h.Write([]byte(ll))
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// ErrNoPTX is returned by EmitPTX when neither llc nor the cache has the PTX.
+var ErrNoPTX = errors.New("no PTX: LLVM 14's llc is not installed and the PTX cache has no entry for this model")
+
+// EmitPTX compiles the module to PTX with llc-14 (NVPTX backend), or takes
+// it from cacheDir when an earlier run left it there; when cacheDir is not
+// empty, fresh PTX is stored in it. keepDir, when not empty, receives the
+// .ll and .ptx files.
+func (c *Compiled) EmitPTX(cacheDir, keepDir string) error {
+	ll := c.Module.String()
+	key := c.CacheKey(ll)
+	cached := ""
+	if cacheDir != "" {
+		cached = filepath.Join(cacheDir, key+".ptx")
+		if data, err := os.ReadFile(cached); err == nil {
+			c.PTX = string(data)
+			return c.keep(keepDir, ll)
+		}
+	}
+	tc, err := codegen.FindToolchain()
+	if err != nil {
+		if cacheDir != "" {
+			return fmt.Errorf("%w (%s not in %s): %v", ErrNoPTX, key, cacheDir, err)
+		}
+		return err
+	}
+	ptx, err := RunLLC(tc.Llc, c.Module.Target, ll)
+	if err != nil {
+		return err
+	}
+	c.PTX = ptx
+	if cached != "" {
+		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(cached, []byte(ptx), 0o644); err != nil {
+			return err
+		}
+	}
+	return c.keep(keepDir, ll)
+}
+
+func (c *Compiled) keep(dir, ll string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kernels.ll"), []byte(ll), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "kernels.ptx"), []byte(c.PTX), 0o644)
+}
+
+// RunLLC compiles LLVM IR text to PTX text.
+func RunLLC(llc string, t Target, ll string) (string, error) {
+	args := append(t.LLCFlags(), "-o", "-", "-")
+	cmd := exec.Command(llc, args...)
+	cmd.Stdin = strings.NewReader(ll)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 4000 {
+			msg = msg[:4000] + "\n..."
+		}
+		if strings.Contains(msg, "No available targets") || strings.Contains(msg, "invalid target") {
+			return "", fmt.Errorf("%s has no NVPTX backend: %s", llc, msg)
+		}
+		return "", fmt.Errorf("%s %s: %v\n%s", filepath.Base(llc), strings.Join(args, " "), err, msg)
+	}
+	return out.String(), nil
+}
+
+var entryRE = regexp.MustCompile(`(?m)^\.visible \.entry (\w+)\(([^)]*)\)`)
+
+// ParseEntries lists the .entry kernels of PTX text with their parameter
+// counts, for structural checks.
+func ParseEntries(ptx string) []Entry {
+	var out []Entry
+	for _, m := range entryRE.FindAllStringSubmatch(ptx, -1) {
+		out = append(out, Entry{Name: m[1], Params: strings.Count(m[2], ".param")})
+	}
+	return out
+}

@@ -1,0 +1,350 @@
+package ptx
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/ir"
+	"github.com/gemmac/gemmac/passes"
+	"github.com/gemmac/gemmac/runtime/plan"
+)
+
+// Target is a CUDA compute capability and the PTX ISA version llc emits.
+type Target struct {
+	SM  string // "sm_80"
+	PTX string // "ptx75"
+}
+
+// DefaultTarget is sm_80 (Ampere and newer: the bf16 MMA needs it) with
+// PTX 7.5, which the driver JIT-compiles for the card it runs on.
+var DefaultTarget = Target{SM: "sm_80", PTX: "ptx75"}
+
+// ParseTarget reads "cuda" or "cuda:sm_XX".
+func ParseTarget(s string) (Target, error) {
+	t := DefaultTarget
+	rest, ok := strings.CutPrefix(s, "cuda")
+	if !ok {
+		return t, fmt.Errorf("target %q is not cuda[:sm_XX]", s)
+	}
+	if rest == "" {
+		return t, nil
+	}
+	sm, ok := strings.CutPrefix(rest, ":")
+	var n int
+	if !ok || !strings.HasPrefix(sm, "sm_") || fmt.Sprintf("sm_%d", mustAtoi(sm[3:], &n)) != sm {
+		return t, fmt.Errorf("target %q: want cuda:sm_XX (e.g. cuda:sm_90)", s)
+	}
+	if n < 80 {
+		return t, fmt.Errorf("target %s: the bf16 tensor-core kernels need sm_80 or newer", sm)
+	}
+	t.SM = sm
+	return t, nil
+}
+
+func mustAtoi(s string, n *int) int {
+	if _, err := fmt.Sscanf(s, "%d", n); err != nil {
+		*n = -1
+	}
+	return *n
+}
+
+// Options fix what is compiled.
+type Options struct {
+	Target  Target
+	Context int // positions in the KV cache
+	Chunk   int // prefill tokens per call (0: 256)
+}
+
+// Sampler is the on-GPU greedy step: the argmax kernel over the decode
+// program's logits, writing the next token id and advancing the position.
+type Sampler struct {
+	Kernel int        `json:"kernel"`
+	Args   []plan.Arg `json:"args"`
+	Launch Launch     `json:"launch"`
+}
+
+// Compiled is a lowered model: the plan (the CPU's format, Kernels naming
+// the PTX entries), a launch configuration per step, and the kernels.
+type Compiled struct {
+	Artifact *plan.Artifact
+	// Launches parallels each program's Steps.
+	Launches map[string][]Launch
+	Argmax   Sampler
+	Entries  []Entry
+	Module   *Module
+	// PTX is set by EmitPTX (or LoadPTX).
+	PTX string
+}
+
+// Entry points, as for the CPU.
+var entries = []struct {
+	name      string
+	decode    bool
+	allLogits bool
+}{
+	{"prefill", false, false},
+	{"prefill_all", false, true},
+	{"decode", true, true},
+}
+
+// Build builds, optimises and lowers every entry point of cfg.
+func Build(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options) (*Compiled, error) {
+	if opts.Target.SM == "" {
+		opts.Target = DefaultTarget
+	}
+	if opts.Chunk <= 0 {
+		opts.Chunk = 256
+	}
+	if opts.Context < 1 || opts.Context > cfg.MaxPositionEmbeddings {
+		return nil, fmt.Errorf("context %d is outside 1..%d (max_position_embeddings)", opts.Context, cfg.MaxPositionEmbeddings)
+	}
+	mod := NewModule(opts.Target)
+	art := &plan.Artifact{
+		Version:  plan.Version,
+		Target:   "cuda " + opts.Target.SM,
+		Config:   cfg,
+		Context:  opts.Context,
+		RoPE:     plan.RoPETable{Dim: cfg.HeadDim, Theta: cfg.RopeTheta},
+		Programs: map[string]*plan.Program{},
+	}
+	c := &Compiled{Artifact: art, Launches: map[string][]Launch{}, Module: mod}
+	l := &lowering{c: c, mod: mod, weights: map[string]int{}}
+	for _, e := range entries {
+		tokens := min(opts.Chunk, opts.Context)
+		if e.decode {
+			tokens = 1
+		}
+		g, err := frontend.Build(e.name, cfg, frontend.GraphShape{Tokens: tokens, Context: opts.Context, AllLogits: e.allLogits}, dtypes)
+		if err != nil {
+			return nil, err
+		}
+		if err := passes.Run(g, passes.Options{}); err != nil {
+			return nil, err
+		}
+		p, err := l.program(g)
+		if err != nil {
+			return nil, fmt.Errorf("lowering %s: %w", e.name, err)
+		}
+		art.Programs[e.name] = p
+		c.Launches[e.name] = l.launches
+		art.KVBytes = max(art.KVBytes, g.KV.Bytes)
+	}
+	dec := art.Programs["decode"]
+	am := Argmax{N: dec.Output.Cols}
+	ki, err := mod.Add(am)
+	if err != nil {
+		return nil, err
+	}
+	c.Argmax = Sampler{Kernel: ki, Launch: am.Launch(), Args: []plan.Arg{
+		{Kind: plan.ArgArena, Offset: dec.Output.Offset}, {Kind: plan.ArgTokens}, scalars}}
+	for _, s := range mod.Specs() {
+		art.Kernels = append(art.Kernels, s.Name())
+	}
+	c.Entries = mod.Entries()
+	return c, c.Check()
+}
+
+// Check validates the plan and that every step's argument count matches its
+// kernel's parameters.
+func (c *Compiled) Check() error {
+	if err := c.Artifact.Check(); err != nil {
+		return err
+	}
+	for name, p := range c.Artifact.Programs {
+		if len(c.Launches[name]) != len(p.Steps) {
+			return fmt.Errorf("program %s: %d launches for %d steps", name, len(c.Launches[name]), len(p.Steps))
+		}
+		for i, s := range p.Steps {
+			if want := c.Entries[s.Kernel].Params; len(s.Args) != want {
+				return fmt.Errorf("program %s step %d (%s): %d args, the kernel takes %d", name, i, c.Entries[s.Kernel].Name, len(s.Args), want)
+			}
+			if l := c.Launches[name][i]; l.Grid[0]*l.Grid[1]*l.Grid[2] == 0 || l.Block[0]*l.Block[1]*l.Block[2] == 0 || l.Block[0]*l.Block[1]*l.Block[2] > 1024 {
+				return fmt.Errorf("program %s step %d: bad launch %+v", name, i, l)
+			}
+		}
+	}
+	if c.Argmax.Kernel < 0 || c.Argmax.Kernel >= len(c.Entries) || len(c.Argmax.Args) != c.Entries[c.Argmax.Kernel].Params {
+		return fmt.Errorf("argmax sampler does not match its kernel")
+	}
+	return nil
+}
+
+type lowering struct {
+	c        *Compiled
+	mod      *Module
+	weights  map[string]int
+	g        *ir.Graph
+	p        *plan.Program
+	launches []Launch
+}
+
+func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
+	out := g.Outputs[0]
+	l.g = g
+	l.launches = nil
+	l.p = &plan.Program{
+		Name:       g.Name,
+		Tokens:     g.Meta["tokens"],
+		ArenaBytes: g.Mem.Bytes,
+		Output:     plan.Buffer{Offset: g.Mem.Offsets[out.ID], Rows: out.Shape[0], Cols: out.Shape.Last()},
+	}
+	for _, v := range g.Values {
+		if err := l.lower(v); err != nil {
+			return nil, fmt.Errorf("%s: %w", ir.FormatValue(v), err)
+		}
+	}
+	return l.p, nil
+}
+
+func (l *lowering) arg(v *ir.Value) plan.Arg {
+	switch v.Op {
+	case ir.OpWeight:
+		return plan.Arg{Kind: plan.ArgWeight, Index: l.weight(v)}
+	case ir.OpInput:
+		if v.Name == frontend.InputTokens {
+			return plan.Arg{Kind: plan.ArgTokens}
+		}
+		return plan.Arg{Kind: plan.ArgScalars}
+	}
+	return plan.Arg{Kind: plan.ArgArena, Offset: l.g.Mem.Offsets[v.ID]}
+}
+
+func (l *lowering) weight(v *ir.Value) int {
+	d, _ := v.Aux.(ir.Derived)
+	key := fmt.Sprintf("%s %v", v.Name, d)
+	if i, ok := l.weights[key]; ok {
+		return i
+	}
+	w := plan.Weight{Name: v.Name, DType: v.DType.String(), Shape: v.Shape}
+	if _, ok := v.Aux.(ir.Derived); ok {
+		w.Derived = &d
+	}
+	art := l.c.Artifact
+	art.Weights = append(art.Weights, w)
+	l.weights[key] = len(art.Weights) - 1
+	return len(art.Weights) - 1
+}
+
+var scalars = plan.Arg{Kind: plan.ArgScalars}
+
+func (l *lowering) call(spec Spec, label string, args ...plan.Arg) error {
+	k, err := l.mod.Add(spec)
+	if err != nil {
+		return err
+	}
+	if len(args) != len(spec.Params()) {
+		return fmt.Errorf("%s: %d args for %d params", spec.Name(), len(args), len(spec.Params()))
+	}
+	ln := spec.Launch()
+	l.p.Steps = append(l.p.Steps, plan.Step{
+		Kernel: k, Items: int64(ln.Grid[0]) * int64(ln.Grid[1]) * int64(ln.Grid[2]), Granule: 1,
+		Args: args, Label: label,
+	})
+	l.launches = append(l.launches, ln)
+	return nil
+}
+
+func matmulSpec(r, k, n int, wt ir.DType, softcap float64, geglu bool) Spec {
+	if UseMMA(r, k, n, wt) {
+		return MMA{R: r, K: k, N: n, Softcap: softcap, GeGLU: geglu}
+	}
+	return Matvec{R: r, K: k, N: n, WType: wt, Softcap: softcap, GeGLU: geglu}
+}
+
+func (l *lowering) lower(v *ir.Value) error {
+	a := func(i int) plan.Arg { return l.arg(v.Args[i]) }
+	out := l.arg(v)
+	switch v.Op {
+	case ir.OpInput, ir.OpWeight, ir.OpReshape, ir.OpPart:
+		return nil
+	case ir.OpEmbed:
+		table := v.Args[0]
+		scale := float32(1)
+		if e, ok := v.Aux.(ir.Embed); ok {
+			scale = e.Factor()
+		}
+		spec := Embed{R: v.Shape[0], H: v.Shape[1], V: table.Shape[0], TType: table.DType, Scale: float64(scale)}
+		return l.call(spec, v.Name, out, a(0), a(1), scalars)
+	case ir.OpMatMul:
+		w := v.Args[1]
+		var softcap float64
+		if m, ok := v.Aux.(ir.MatMul); ok {
+			softcap = float64(m.Softcap)
+		}
+		spec := matmulSpec(v.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0], w.DType, softcap, false)
+		return l.call(spec, v.Name, out, a(0), a(1), scalars)
+	case ir.OpGeGLU:
+		w := v.Args[1]
+		spec := matmulSpec(v.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0], w.DType, 0, true)
+		return l.call(spec, v.Name, out, a(0), a(1), a(2), scalars)
+	case ir.OpRMSNorm:
+		norm := v.Aux.(ir.RMSNorm)
+		if norm.Offset != 0 || v.Args[1].DType != ir.F32 {
+			return fmt.Errorf("rmsnorm weight must be folded to f32 (run the fold pass)")
+		}
+		spec := RMSNorm{R: v.Shape.Rows(), H: v.Shape.Last(), Eps: float64(norm.Eps)}
+		return l.call(spec, v.Name, out, a(0), a(1), scalars)
+	case ir.OpAddRMSNorm:
+		norm := v.Aux.(ir.RMSNorm)
+		if norm.Offset != 0 {
+			return fmt.Errorf("rmsnorm weights must be folded (run the fold pass)")
+		}
+		x := v.Args[0]
+		spec := AddRMSNorm{R: x.Shape.Rows(), H: x.Shape.Last(), Eps: float64(norm.Eps)}
+		half := int64(x.Shape.Elems() * 4)
+		normOut := plan.Arg{Kind: plan.ArgArena, Offset: out.Offset + half}
+		return l.call(spec, v.Name, out, normOut, a(0), a(1), a(2), a(3), scalars)
+	case ir.OpRoPE:
+		r := v.Aux.(ir.RoPE)
+		art := l.c.Artifact
+		if r.Theta != float32(art.RoPE.Theta) || v.Shape[2] != art.RoPE.Dim {
+			return fmt.Errorf("rope θ %g dim %d differs from the table's %g, %d", r.Theta, v.Shape[2], art.RoPE.Theta, art.RoPE.Dim)
+		}
+		spec := RoPE{R: v.Shape[0], NH: v.Shape[1], D: v.Shape[2], Scale: float64(r.Factor())}
+		return l.call(spec, v.Name, out, a(0), plan.Arg{Kind: plan.ArgRoPE}, scalars)
+	case ir.OpAttention:
+		return l.attention(v, out)
+	case ir.OpSelectRow:
+		spec := SelectRow{R: v.Args[0].Shape[0], H: v.Shape[1]}
+		return l.call(spec, v.Name, out, a(0), scalars)
+	case ir.OpAdd, ir.OpMul:
+		op := OpAdd
+		if v.Op == ir.OpMul {
+			op = OpMul
+		}
+		return l.call(Elementwise{N: v.Shape.Elems(), Op: op}, v.Name, out, a(0), a(1))
+	case ir.OpScale, ir.OpSoftcap:
+		op := OpScale
+		if v.Op == ir.OpSoftcap {
+			op = OpSoftcap
+		}
+		c := float64(v.Aux.(ir.Scalar).C)
+		return l.call(Elementwise{N: v.Shape.Elems(), Op: op, C: c}, v.Name, out, a(0))
+	case ir.OpGeluTanh:
+		return l.call(Elementwise{N: v.Shape.Elems(), Op: OpGelu}, v.Name, out, a(0))
+	}
+	return fmt.Errorf("the PTX code generator has no lowering for %v", v.Op)
+}
+
+// attention attends, then stores the chunk's keys and values: two kernels,
+// so no query reads a slot the same chunk has already overwritten.
+func (l *lowering) attention(v *ir.Value, out plan.Arg) error {
+	a := v.Aux.(ir.Attention)
+	layer := l.g.KV.Layer(a.Layer)
+	if layer == nil {
+		return fmt.Errorf("no cache layout for layer %d (run the kvcache pass)", a.Layer)
+	}
+	T, HQ, D := v.Shape[0], v.Shape[1], v.Shape[2]
+	HKV := v.Args[1].Shape[1]
+	kc := plan.Arg{Kind: plan.ArgKV, Offset: layer.KOffset}
+	vc := plan.Arg{Kind: plan.ArgKV, Offset: layer.VOffset}
+	q, k, val := l.arg(v.Args[0]), l.arg(v.Args[1]), l.arg(v.Args[2])
+	spec := Attention{T: T, HQ: HQ, HKV: HKV, D: D, Window: a.Window, CacheLen: layer.Slots,
+		Softcap: float64(a.Softcap), Scale: float64(a.Scale)}
+	if err := l.call(spec, v.Name, out, q, k, val, kc, vc, scalars); err != nil {
+		return err
+	}
+	store := KVStore{T: T, HKV: HKV, D: D, CacheLen: layer.Slots}
+	return l.call(store, v.Name+".store", kc, vc, k, val, scalars)
+}
