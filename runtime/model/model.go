@@ -67,18 +67,23 @@ func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
 	m := &Model{Config: cfg, checkpoint: ckpt}
 	var err error
 
+	// Side files live beside the weights: in the directory, or beside a
+	// .gguf file, which also carries its own tokenizer and template.
+	dir = ckpt.Dir
 	tokPath := opts.Tokenizer
 	if tokPath == "" {
 		tokPath = filepath.Join(dir, "tokenizer.json")
 	}
 	switch tok, err := tokenizer.Load(tokPath); {
 	case err == nil:
-		if tok.VocabSize() > cfg.VocabSize {
-			return nil, fmt.Errorf("tokenizer %s has %d tokens, more than the model's vocab_size %d", tokPath, tok.VocabSize(), cfg.VocabSize)
-		}
 		m.Tokenizer = tok
 	case opts.Tokenizer != "" || !errors.Is(err, fs.ErrNotExist):
 		return nil, err
+	default:
+		m.Tokenizer = ckpt.Tokenizer
+	}
+	if m.Tokenizer != nil && m.Tokenizer.VocabSize() > cfg.VocabSize {
+		return nil, fmt.Errorf("tokenizer %s has %d tokens, more than the model's vocab_size %d", tokPath, m.Tokenizer.VocabSize(), cfg.VocabSize)
 	}
 
 	m.Template = opts.Template
@@ -86,6 +91,9 @@ func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
 		m.Template, err = chat.FromTokenizerConfig(filepath.Join(dir, "tokenizer_config.json"))
 		if errors.Is(err, fs.ErrNotExist) {
 			m.Template, err = "gemma2", nil
+			if name, ok := chat.Detect(ckpt.ChatTemplate); ok {
+				m.Template = name
+			}
 		}
 		if err != nil {
 			return nil, err

@@ -122,9 +122,16 @@ func printWeights(env *Env, ckpt *frontend.Checkpoint) {
 		types = append(types, dt)
 	}
 	sort.Slice(types, func(i, j int) bool { return types[i] < types[j] })
-	fmt.Fprintf(env.Stdout, "checkpoint %s: %d tensors;", ckpt.Dir, len(ckpt.Weights))
+	where := ckpt.Dir
+	if ckpt.File != "" {
+		where = ckpt.File
+	}
+	fmt.Fprintf(env.Stdout, "checkpoint %s: %d tensors;", where, len(ckpt.Weights))
 	for _, dt := range types {
 		fmt.Fprintf(env.Stdout, " %v %.1f MB", dt, float64(byType[dt])/1e6)
 	}
 	fmt.Fprintln(env.Stdout)
+	for _, note := range ckpt.Notes {
+		fmt.Fprintf(env.Stdout, "  note: %s\n", note)
+	}
 }

@@ -1,0 +1,35 @@
+package tests
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/gemmac/gemmac/runtime/model"
+)
+
+// TestGGUFThroughTheModelAPI loads llama.cpp's quantized files the way a user
+// does (a path to the .gguf), tokenizer from its metadata included, and
+// checks the logits against the float64 reference on the same weights.
+func TestGGUFThroughTheModelAPI(t *testing.T) {
+	for _, c := range []struct{ file, ref string }{
+		{"tiny-hot.q8_0.gguf", "tiny-hot.q8_0.hf-math.json"},
+		{"tiny-hot.q4_0.gguf", "tiny-hot.q4_0.hf-math.json"},
+		{"tiny.f32.gguf", "tiny.hf-math.json"},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			m, err := model.Load(filepath.Join(testdata, "models", c.file), model.Options{Context: 64})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			if m.Tokenizer == nil || m.Tokenizer.VocabSize() != 512 {
+				t.Fatalf("the GGUF's tokenizer was not loaded: %v", m.Tokenizer)
+			}
+			ref := loadRef(t, c.ref)
+			got := logitsOf(t, m, ref.Tokens, 11)
+			if worst, row, col := maxAbsDiff(t, got, ref.Logits); worst > 1e-3 {
+				t.Errorf("max |Δlogit| %.3g at %d,%d", worst, row, col)
+			}
+		})
+	}
+}
