@@ -4,7 +4,9 @@ import (
 	"fmt"
 
 	gir "github.com/gemmac/gemmac/ir"
+	"github.com/llir/llvm/ir/constant"
 	"github.com/llir/llvm/ir/enum"
+	"github.com/llir/llvm/ir/types"
 	"github.com/llir/llvm/ir/value"
 )
 
@@ -40,6 +42,91 @@ func (k *kb) rowValues(p, base value.Value, h, nt int) (vals, idx []value.Value,
 		vals, idx, ok = append(vals, v), append(idx, ic), append(ok, okj)
 	}
 	return
+}
+
+// normRow is the layout of a normalised row: vw-wide vectors (4 when H is
+// a multiple of 4), nt threads (a multiple of 32, at most 1024), per
+// vectors per thread: one 16-byte load per thread for H ≤ 4096.
+type normRow struct{ vw, nv, nt, per int }
+
+func newNormRow(h int) normRow {
+	vw := 1
+	if h%4 == 0 {
+		vw = 4
+	}
+	nv := h / vw
+	nt := min(1024, ceilDiv(nv, 32)*32)
+	return normRow{vw: vw, nv: nv, nt: nt, per: ceilDiv(nv, nt)}
+}
+
+// rowVecs loads the vectors tid + j·nt (j < per) of the row at element
+// base of p as f32 scalars (vw per vector, 0 past the row); vi are the
+// clamped vector indices and ok says which exist (nil: always).
+func (k *kb) rowVecs(p, base value.Value, lay normRow) (vals [][]value.Value, vi, ok []value.Value) {
+	tid := k.tid()
+	for j := 0; j < lay.per; j++ {
+		i := k.addc(tid, int64(j*lay.nt))
+		var okj value.Value
+		if (j+1)*lay.nt > lay.nv {
+			okj = k.slt(i, ci64(int64(lay.nv)))
+			i = k.smin(i, ci64(int64(lay.nv-1)))
+		}
+		vals = append(vals, k.vecAt(p, base, i, lay.vw, okj))
+		vi, ok = append(vi, i), append(ok, okj)
+	}
+	return
+}
+
+// vecAt loads vector i (vw f32) at element base of p, zeroed unless ok.
+func (k *kb) vecAt(p, base, i value.Value, vw int, ok value.Value) []value.Value {
+	idx := k.add(base, k.mulc(i, int64(vw)))
+	out := make([]value.Value, vw)
+	if vw == 1 {
+		out[0] = k.load(tF32, p, idx)
+	} else {
+		v := k.loadVec(tF32, vw, p, idx)
+		for e := range out {
+			out[e] = k.b.NewExtractElement(v, ci32(int64(e)))
+		}
+	}
+	if ok != nil {
+		for e := range out {
+			out[e] = k.b.NewSelect(ok, out[e], cf(0))
+		}
+	}
+	return out
+}
+
+// storeVecIf stores vals as one vector at element idx of p when ok holds.
+func (k *kb) storeVecIf(ok value.Value, vals []value.Value, p, idx value.Value) {
+	if len(vals) == 1 {
+		k.storeIf(ok, vals[0], p, idx)
+		return
+	}
+	st := func() {
+		v := k.pack(vals)
+		pt := p.Type().(*types.PointerType)
+		vp := types.NewPointer(v.Type())
+		vp.AddrSpace = pt.AddrSpace
+		s := k.b.NewStore(v, k.b.NewBitCast(k.gep(tF32, p, idx), vp))
+		s.Align = alignOf(v.Type())
+	}
+	if ok == nil {
+		st()
+		return
+	}
+	k.ifThen(ok, st)
+}
+
+func (k *kb) pack(vals []value.Value) value.Value {
+	if len(vals) == 1 {
+		return vals[0]
+	}
+	var v value.Value = constant.NewUndef(vecT(len(vals), tF32))
+	for e, x := range vals {
+		v = k.b.NewInsertElement(v, x, ci32(int64(e)))
+	}
+	return v
 }
 
 func (k *kb) storeIf(ok, v, p, idx value.Value) {
@@ -99,25 +186,32 @@ func (s RMSNorm) Name() string {
 	return fmt.Sprintf("rmsnorm_r%d_h%d_eps%s", s.R, s.H, fname(s.Eps))
 }
 func (s RMSNorm) Params() []string { return []string{"out", "x", "w", "scalars"} }
-func (s RMSNorm) Launch() Launch   { return launch1(s.R, rowThreads(s.H)) }
+func (s RMSNorm) Launch() Launch   { return launch1(s.R, newNormRow(s.H).nt) }
 func (s RMSNorm) Validate() error  { return positive("R and H", s.R, s.H) }
 func (s RMSNorm) emit(k *kb) {
 	out, x, w := k.param(0, tF32), k.param(1, tF32), k.param(2, tF32)
 	_, nvalid := k.scalars(3)
-	nt := rowThreads(s.H)
+	lay := newNormRow(s.H)
 	buf := k.shared(32)
 	r := k.bidx()
 	k.returnIf(k.sge(r, nvalid))
 	base := k.mulc(r, int64(s.H))
-	xs, idx, ok := k.rowValues(x, base, s.H, nt)
+	xs, vi, ok := k.rowVecs(x, base, lay)
+	wv := make([][]value.Value, len(xs))
 	var ss value.Value = cf(0)
-	for _, v := range xs {
-		ss = k.fma(v, v, ss)
-	}
-	inv := k.rsqrtMean(k.blockSum(ss, buf, nt), s.H, s.Eps)
 	for j, v := range xs {
-		wv := k.load(tF32, w, idx[j])
-		k.storeIf(ok[j], k.fmul(k.fmul(v, inv), wv), out, k.add(base, idx[j]))
+		wv[j] = k.vecAt(w, ci64(0), vi[j], lay.vw, nil)
+		for _, e := range v {
+			ss = k.fma(e, e, ss)
+		}
+	}
+	inv := k.rsqrtMean(k.blockSum(ss, buf, lay.nt), s.H, s.Eps)
+	for j, v := range xs {
+		ys := make([]value.Value, len(v))
+		for e := range v {
+			ys[e] = k.fmul(k.fmul(v[e], inv), wv[j][e])
+		}
+		k.storeVecIf(ok[j], ys, out, k.add(base, k.mulc(vi[j], int64(lay.vw))))
 	}
 }
 
@@ -139,42 +233,53 @@ func (s AddRMSNorm) Name() string {
 func (s AddRMSNorm) Params() []string {
 	return []string{"sum_out", "norm_out", "x", "a", "w_post", "w_next", "scalars"}
 }
-func (s AddRMSNorm) Launch() Launch  { return launch1(s.R, rowThreads(s.H)) }
+func (s AddRMSNorm) Launch() Launch  { return launch1(s.R, newNormRow(s.H).nt) }
 func (s AddRMSNorm) Validate() error { return positive("R and H", s.R, s.H) }
 func (s AddRMSNorm) emit(k *kb) {
 	sum, norm := k.param(0, tF32), k.param(1, tF32)
 	x, a := k.param(2, tF32), k.param(3, tF32)
 	wp, wn := k.param(4, tF32), k.param(5, tF32)
 	_, nvalid := k.scalars(6)
-	nt := rowThreads(s.H)
+	lay := newNormRow(s.H)
 	buf := k.shared(32)
 	r := k.bidx()
 	k.returnIf(k.sge(r, nvalid))
 	base := k.mulc(r, int64(s.H))
-	as, idx, ok := k.rowValues(a, base, s.H, nt)
+	// Every load is issued up front: one round trip, then two reductions.
+	// Each thread writes only the elements it has read (x may alias sum_out).
+	as, vi, ok := k.rowVecs(a, base, lay)
+	xs, _, _ := k.rowVecs(x, base, lay)
+	wps := make([][]value.Value, len(as))
+	wns := make([][]value.Value, len(as))
 	var ss value.Value = cf(0)
-	for _, v := range as {
-		ss = k.fma(v, v, ss)
+	for j, v := range as {
+		wps[j] = k.vecAt(wp, ci64(0), vi[j], lay.vw, nil)
+		wns[j] = k.vecAt(wn, ci64(0), vi[j], lay.vw, nil)
+		for _, e := range v {
+			ss = k.fma(e, e, ss)
+		}
 	}
-	ia := k.rsqrtMean(k.blockSum(ss, buf, nt), s.H, s.Eps)
-	sv := make([]value.Value, len(as))
+	ia := k.rsqrtMean(k.blockSum(ss, buf, lay.nt), s.H, s.Eps)
+	sv := make([][]value.Value, len(as))
 	ss = cf(0)
 	for j, v := range as {
-		xv := k.load(tF32, x, k.add(base, idx[j]))
-		wv := k.load(tF32, wp, idx[j])
-		sj := k.fadd(xv, k.fmul(k.fmul(v, ia), wv))
-		if ok[j] != nil {
-			sj = k.b.NewSelect(ok[j], sj, cf(0))
+		sv[j] = make([]value.Value, len(v))
+		for e := range v {
+			// a and x are 0 past the row, so s is too.
+			sj := k.fadd(xs[j][e], k.fmul(k.fmul(v[e], ia), wps[j][e]))
+			sv[j][e] = sj
+			ss = k.fma(sj, sj, ss)
 		}
-		sv[j] = sj
-		ss = k.fma(sj, sj, ss)
 	}
-	// Every thread has read its x before any writes sum_out (x may alias it).
-	is := k.rsqrtMean(k.blockSum(ss, buf, nt), s.H, s.Eps)
+	is := k.rsqrtMean(k.blockSum(ss, buf, lay.nt), s.H, s.Eps)
 	for j, v := range sv {
-		k.storeIf(ok[j], v, sum, k.add(base, idx[j]))
-		wv := k.load(tF32, wn, idx[j])
-		k.storeIf(ok[j], k.fmul(k.fmul(v, is), wv), norm, k.add(base, idx[j]))
+		idx := k.add(base, k.mulc(vi[j], int64(lay.vw)))
+		k.storeVecIf(ok[j], v, sum, idx)
+		ys := make([]value.Value, len(v))
+		for e := range v {
+			ys[e] = k.fmul(k.fmul(v[e], is), wns[j][e])
+		}
+		k.storeVecIf(ok[j], ys, norm, idx)
 	}
 }
 

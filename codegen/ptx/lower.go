@@ -177,19 +177,70 @@ type lowering struct {
 	g        *ir.Graph
 	p        *plan.Program
 	launches []Launch
+	// scratch maps a region name to its offset past the graph's values;
+	// every user of a region shares it, one at a time.
+	scratch map[string]scratchRegion
+	// override moves values (and their views) out of the memory plan into
+	// scratch: the outputs of a fused decode projection.
+	override map[int]int64
+	// lastUse is the index of the last value reading each value's storage.
+	lastUse map[int]int
+	// qkvBusy is the last index reading the projection scratch.
+	qkvBusy int
+	skip    map[int]bool
+}
+
+type scratchRegion struct{ off, size int64 }
+
+// reserve returns the offset of scratch region name, of n bytes, placed
+// after the graph's values and the regions reserved before it.
+func (l *lowering) reserve(name string, n int64) (int64, error) {
+	if r, ok := l.scratch[name]; ok {
+		if n > r.size {
+			return 0, fmt.Errorf("scratch %s: %d bytes, reserved %d", name, n, r.size)
+		}
+		return r.off, nil
+	}
+	off := (l.p.ArenaBytes + 255) &^ 255
+	l.scratch[name] = scratchRegion{off, n}
+	l.p.ArenaBytes = off + n
+	return off, nil
 }
 
 func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
 	out := g.Outputs[0]
 	l.g = g
 	l.launches = nil
+	l.scratch = map[string]scratchRegion{}
+	l.override = map[int]int64{}
+	l.skip = map[int]bool{}
+	l.qkvBusy = -1
+	l.lastUse = map[int]int{}
+	for i, v := range g.Values {
+		for _, a := range v.Args {
+			r, _ := viewRoot(a)
+			l.lastUse[r.ID] = i
+		}
+	}
+	for _, o := range g.Outputs {
+		r, _ := viewRoot(o)
+		l.lastUse[r.ID] = len(g.Values)
+	}
 	l.p = &plan.Program{
 		Name:       g.Name,
 		Tokens:     g.Meta["tokens"],
 		ArenaBytes: g.Mem.Bytes,
 		Output:     plan.Buffer{Offset: g.Mem.Offsets[out.ID], Rows: out.Shape[0], Cols: out.Shape.Last()},
 	}
-	for _, v := range g.Values {
+	for i, v := range g.Values {
+		if l.skip[v.ID] {
+			continue
+		}
+		if done, err := l.projections(i); err != nil {
+			return nil, fmt.Errorf("%s: %w", ir.FormatValue(v), err)
+		} else if done {
+			continue
+		}
 		if err := l.lower(v); err != nil {
 			return nil, fmt.Errorf("%s: %w", ir.FormatValue(v), err)
 		}
@@ -207,7 +258,143 @@ func (l *lowering) arg(v *ir.Value) plan.Arg {
 		}
 		return plan.Arg{Kind: plan.ArgScalars}
 	}
+	if r, off := viewRoot(v); r != nil {
+		if base, ok := l.override[r.ID]; ok {
+			return plan.Arg{Kind: plan.ArgArena, Offset: base + off}
+		}
+	}
 	return plan.Arg{Kind: plan.ArgArena, Offset: l.g.Mem.Offsets[v.ID]}
+}
+
+// viewRoot follows views to the value owning the storage, with the byte
+// offset of v in it (as the memory plan places views).
+func viewRoot(v *ir.Value) (*ir.Value, int64) {
+	var off int64
+	for v.Op.IsView() {
+		if p, ok := v.Aux.(ir.Part); ok {
+			off += int64(p.Index * v.Shape.Elems() * v.DType.Size())
+		}
+		v = v.Args[0]
+	}
+	return v, off
+}
+
+// projections fuses a decode layer's projections of one input (q, k, v:
+// matmuls of the same x, with the RoPEs of their results between them) into
+// one split matvec writing to scratch, then one launch for the RoPEs. It
+// reports whether it lowered the group starting at value i.
+func (l *lowering) projections(i int) (bool, error) {
+	vs := l.g.Values
+	v := vs[i]
+	plain := func(m *ir.Value) bool {
+		if m.Op != ir.OpMatMul || m.Args[0].Shape.Rows() != 1 || m.Args[1].DType != ir.BF16 {
+			return false
+		}
+		if a, ok := m.Aux.(ir.MatMul); ok && a.Softcap != 0 {
+			return false
+		}
+		return m.Shape.Last()%4 == 0 && m.Args[1].Shape[0] == m.Shape.Last()
+	}
+	if !plain(v) || i <= l.qkvBusy {
+		return false, nil
+	}
+	x, w0 := v.Args[0], v.Args[1]
+	var mats, ropes []*ir.Value
+	inGroup := map[int]bool{}
+	for j := i; j < len(vs); j++ {
+		u := vs[j]
+		if u.Op.IsLeaf() || u.Op.IsView() {
+			continue
+		}
+		if plain(u) && u.Args[0] == x && u.Args[1].Shape[1] == w0.Shape[1] {
+			mats = append(mats, u)
+			inGroup[u.ID] = true
+			continue
+		}
+		if r, _ := viewRoot(u.Args[0]); u.Op == ir.OpRoPE && inGroup[r.ID] && len(ropes) < 2 {
+			ropes = append(ropes, u)
+			continue
+		}
+		break
+	}
+	if len(mats) < 2 || len(mats) > 4 {
+		return false, nil
+	}
+	// The scan stopped at the first value outside the group, so only the
+	// RoPEs read the projections before the group ends; they run right
+	// after the matvec. A projection must not be a program output (those
+	// stay where the memory plan puts them).
+	for _, m := range mats {
+		if l.lastUse[m.ID] >= len(vs) {
+			return false, nil
+		}
+	}
+	split := make([]int, len(mats))
+	total := 0
+	args := []plan.Arg{{}, l.arg(x)}
+	for j, m := range mats {
+		split[j] = m.Shape.Last()
+		total += split[j]
+		args = append(args, l.arg(m.Args[1]))
+	}
+	base, err := l.reserve("projections", int64(total)*4)
+	if err != nil {
+		return false, err
+	}
+	args[0] = plan.Arg{Kind: plan.ArgArena, Offset: base}
+	args = append(args, scalars)
+	spec := Matvec{R: 1, K: w0.Shape[1], N: total, WType: ir.BF16, Split: split}
+	off := base
+	busy := i
+	for j, m := range mats {
+		l.override[m.ID] = off
+		off += int64(split[j]) * 4
+		busy = max(busy, l.lastUse[m.ID])
+		l.skip[m.ID] = true
+	}
+	if err := l.call(spec, mats[0].Name+"+", args...); err != nil {
+		return false, err
+	}
+	l.qkvBusy = busy
+	for _, r := range ropes {
+		l.skip[r.ID] = true
+	}
+	if len(ropes) == 2 && ropes[0].Shape[0] == ropes[1].Shape[0] && ropes[0].Shape[2] == ropes[1].Shape[2] && l.ropeOK(ropes[0]) == nil && l.ropeOK(ropes[1]) == nil {
+		r1, r2 := ropes[0], ropes[1]
+		spec := RoPE2{R: r1.Shape[0], NH1: r1.Shape[1], NH2: r2.Shape[1], D: r1.Shape[2],
+			Scale1: float64(r1.Aux.(ir.RoPE).Factor()), Scale2: float64(r2.Aux.(ir.RoPE).Factor())}
+		return true, l.call(spec, r1.Name+"+", l.arg(r1), l.arg(r1.Args[0]), l.arg(r2), l.arg(r2.Args[0]), plan.Arg{Kind: plan.ArgRoPE}, scalars)
+	}
+	for _, r := range ropes {
+		if err := l.lower(r); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// attnScratch is the most scratch any decode attention of the graph needs.
+func (l *lowering) attnScratch() int64 {
+	var n int64
+	for _, v := range l.g.Values {
+		if v.Op != ir.OpAttention || v.Shape[0] != 1 {
+			continue
+		}
+		a := v.Aux.(ir.Attention)
+		if layer := l.g.KV.Layer(a.Layer); layer != nil {
+			n = max(n, AttnScratchBytes(v.Shape[1], v.Shape[2], attnSplits(a.Window, layer.Slots)))
+		}
+	}
+	return n
+}
+
+func (l *lowering) ropeOK(v *ir.Value) error {
+	r := v.Aux.(ir.RoPE)
+	art := l.c.Artifact
+	if r.Theta != float32(art.RoPE.Theta) || v.Shape[2] != art.RoPE.Dim {
+		return fmt.Errorf("rope θ %g dim %d differs from the table's %g, %d", r.Theta, v.Shape[2], art.RoPE.Theta, art.RoPE.Dim)
+	}
+	return nil
 }
 
 func (l *lowering) weight(v *ir.Value) int {
@@ -284,6 +471,9 @@ func (l *lowering) lower(v *ir.Value) error {
 			return fmt.Errorf("rmsnorm weight must be folded to f32 (run the fold pass)")
 		}
 		spec := RMSNorm{R: v.Shape.Rows(), H: v.Shape.Last(), Eps: float64(norm.Eps)}
+		if err := vecAligned(spec.H, out, a(0)); err != nil {
+			return err
+		}
 		return l.call(spec, v.Name, out, a(0), a(1), scalars)
 	case ir.OpAddRMSNorm:
 		norm := v.Aux.(ir.RMSNorm)
@@ -294,12 +484,14 @@ func (l *lowering) lower(v *ir.Value) error {
 		spec := AddRMSNorm{R: x.Shape.Rows(), H: x.Shape.Last(), Eps: float64(norm.Eps)}
 		half := int64(x.Shape.Elems() * 4)
 		normOut := plan.Arg{Kind: plan.ArgArena, Offset: out.Offset + half}
+		if err := vecAligned(spec.H, out, normOut, a(0), a(1)); err != nil {
+			return err
+		}
 		return l.call(spec, v.Name, out, normOut, a(0), a(1), a(2), a(3), scalars)
 	case ir.OpRoPE:
 		r := v.Aux.(ir.RoPE)
-		art := l.c.Artifact
-		if r.Theta != float32(art.RoPE.Theta) || v.Shape[2] != art.RoPE.Dim {
-			return fmt.Errorf("rope θ %g dim %d differs from the table's %g, %d", r.Theta, v.Shape[2], art.RoPE.Theta, art.RoPE.Dim)
+		if err := l.ropeOK(v); err != nil {
+			return err
 		}
 		spec := RoPE{R: v.Shape[0], NH: v.Shape[1], D: v.Shape[2], Scale: float64(r.Factor())}
 		return l.call(spec, v.Name, out, a(0), plan.Arg{Kind: plan.ArgRoPE}, scalars)
@@ -327,6 +519,20 @@ func (l *lowering) lower(v *ir.Value) error {
 	return fmt.Errorf("the PTX code generator has no lowering for %v", v.Op)
 }
 
+// vecAligned checks that the rows the norm kernels read and write with
+// 16-byte vectors (when h is a multiple of 4) start 16-byte aligned.
+func vecAligned(h int, args ...plan.Arg) error {
+	if newNormRow(h).vw == 1 {
+		return nil
+	}
+	for _, a := range args {
+		if a.Kind == plan.ArgArena && a.Offset%16 != 0 {
+			return fmt.Errorf("arena offset %d is not 16-byte aligned for vector loads", a.Offset)
+		}
+	}
+	return nil
+}
+
 // attention attends, then stores the chunk's keys and values: two kernels,
 // so no query reads a slot the same chunk has already overwritten.
 func (l *lowering) attention(v *ir.Value, out plan.Arg) error {
@@ -342,6 +548,21 @@ func (l *lowering) attention(v *ir.Value, out plan.Arg) error {
 	q, k, val := l.arg(v.Args[0]), l.arg(v.Args[1]), l.arg(v.Args[2])
 	spec := Attention{T: T, HQ: HQ, HKV: HKV, D: D, Window: a.Window, CacheLen: layer.Slots,
 		Softcap: float64(a.Softcap), Scale: float64(a.Scale)}
+	if T == 1 {
+		// Decode: split the keys over S blocks per head, then combine the
+		// partials and store the token's key and value (flash-decoding).
+		S := attnSplits(a.Window, layer.Slots)
+		off, err := l.reserve("attention", l.attnScratch())
+		if err != nil {
+			return err
+		}
+		part := plan.Arg{Kind: plan.ArgArena, Offset: off}
+		if err := l.call(AttnPartial{A: spec, S: S}, v.Name+".partial", part, q, k, val, kc, vc, scalars); err != nil {
+			return err
+		}
+		comb := AttnCombine{HQ: HQ, HKV: HKV, D: D, Window: a.Window, CacheLen: layer.Slots, S: S}
+		return l.call(comb, v.Name, out, part, kc, vc, k, val, scalars)
+	}
 	if err := l.call(spec, v.Name, out, q, k, val, kc, vc, scalars); err != nil {
 		return err
 	}

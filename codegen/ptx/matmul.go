@@ -11,18 +11,24 @@ import (
 	"github.com/llir/llvm/ir/value"
 )
 
-// Matvec computes out[r, n] = x[r]·w[n] for the valid rows r, one warp per
-// output column n: 16-byte loads of the weight row (8 bf16 or 4 f32 per
+// Matvec computes out[r, n] = x[r]·w[n] for the valid rows r, kw warps per
+// output column n (see kw): 16-byte loads of the weight row (8 bf16 or 4 f32 per
 // lane), coalesced across the warp, Unroll chunks in flight per lane, a
 // shuffle reduction. With GeGLU it streams the gate and up rows together
 // and writes gelu(x·gate)·(x·up); Softcap adds c·tanh(y/c). It is the decode
 // GEMV (R = 1) and the fallback matmul for f32 weights.
 // Params: out f32[R×N], x f32[R×K], w [N×K] (, up [N×K]), scalars.
+//
+// With Split (decode only, not with GeGLU or Softcap) it computes several
+// matrices of one input in one launch: N = ΣSplit, output rows
+// [Σ_{j<i}Split, Σ_{j≤i}Split) from weight i, stored contiguously.
+// Params: out, x, w_0 … w_{m-1}, scalars.
 type Matvec struct {
 	R, K, N int
 	WType   gir.DType
 	Softcap float64
 	GeGLU   bool
+	Split   []int
 }
 
 const (
@@ -35,25 +41,69 @@ func (s Matvec) Name() string {
 	if s.GeGLU {
 		op = "geglu_matvec"
 	}
+	if len(s.Split) > 0 {
+		op = fmt.Sprintf("matvec%d", len(s.Split))
+	}
 	n := fmt.Sprintf("%s_r%d_k%d_n%d_%v", op, s.R, s.K, s.N, s.WType)
+	for _, p := range s.Split {
+		n += fmt.Sprintf("_%d", p)
+	}
 	if s.Softcap != 0 {
 		n += "_cap" + fname(s.Softcap)
 	}
 	return n
 }
 func (s Matvec) Params() []string {
+	if len(s.Split) > 0 {
+		ps := []string{"out", "x"}
+		for i := range s.Split {
+			ps = append(ps, fmt.Sprintf("w%d", i))
+		}
+		return append(ps, "scalars")
+	}
 	if s.GeGLU {
 		return []string{"out", "x", "gate", "up", "scalars"}
 	}
 	return []string{"out", "x", "w", "scalars"}
 }
-func (s Matvec) Launch() Launch { return launch1(ceilDiv(s.N, mvWarps), 32*mvWarps) }
+func (s Matvec) Launch() Launch {
+	return launch1(ceilDiv(s.N, mvWarps/s.kw()), 32*mvWarps)
+}
+
+// kw is the number of warps that split one output's K (1, 2, 4 or 8; their
+// sums meet in shared memory): for a decode GEMV (R = 1) with few outputs,
+// the least that gives N·kw ≥ 8192 warps, kept to kw ≤ nch/8 (nch: the
+// 16-byte chunks of a weight row) so each warp has chunks to stream.
+func (s Matvec) kw() int {
+	if s.R != 1 {
+		return 1
+	}
+	nch := s.K / s.epc()
+	kw := 1
+	for kw < mvWarps && s.N*kw < 8192 && nch >= 8*(2*kw) {
+		kw *= 2
+	}
+	return kw
+}
+
 func (s Matvec) Validate() error {
 	if s.WType != gir.F32 && s.WType != gir.BF16 {
 		return fmt.Errorf("weight dtype %v (want f32 or bf16)", s.WType)
 	}
 	if s.K%8 != 0 {
 		return fmt.Errorf("K = %d is not a multiple of 8", s.K)
+	}
+	if len(s.Split) > 0 {
+		sum := 0
+		for _, p := range s.Split {
+			if p <= 0 || p%4 != 0 {
+				return fmt.Errorf("split part %d is not a positive multiple of 4", p)
+			}
+			sum += p
+		}
+		if sum != s.N || s.GeGLU || s.Softcap != 0 || len(s.Split) < 2 {
+			return fmt.Errorf("split %v does not fit N = %d (or with GeGLU/softcap)", s.Split, s.N)
+		}
 	}
 	return positive("R, K and N", s.R, s.K, s.N)
 }
@@ -75,13 +125,40 @@ func (s Matvec) emit(k *kb) {
 	for i := range ws {
 		ws[i] = k.param(2+i, vecT(4, tI32))
 	}
-	_, nvalid := k.scalars(2 + nw)
+	np := nw
+	if len(s.Split) > 0 {
+		np = len(s.Split)
+	}
+	_, nvalid := k.scalars(2 + np)
+	kw := s.kw()
+	rpb := mvWarps / kw // outputs per block
 	lane, warp := k.lane(), k.warpI()
-	n := k.add(k.mulc(k.bidx(), mvWarps), warp)
-	k.returnIf(k.sge(n, ci64(int64(s.N))))
+	wr, wk := k.b.NewUDiv(warp, ci64(int64(kw))), k.b.NewURem(warp, ci64(int64(kw)))
+	n := k.add(k.mulc(k.bidx(), int64(rpb)), wr)
+	valid := k.slt(n, ci64(int64(s.N)))
+	// No early return: with kw > 1 every warp must reach the barriers.
+	nc := k.smin(n, ci64(int64(s.N-1)))
 	epc := s.epc()
 	nch := s.K / epc
-	wrow := k.mulc(n, int64(nch))
+	wrow := k.mulc(nc, int64(nch))
+	if len(s.Split) > 0 {
+		// Pick the matrix of output nc and its row there.
+		w, local, start := k.param(2, vecT(4, tI32)), nc, 0
+		for i, p := range s.Split {
+			if i > 0 {
+				in := k.sge(nc, ci64(int64(start)))
+				w = k.b.NewSelect(in, k.param(2+i, vecT(4, tI32)), w)
+				local = k.b.NewSelect(in, k.addc(nc, int64(-start)), local)
+			}
+			start += p
+		}
+		ws[0] = w
+		wrow = k.mulc(local, int64(nch))
+	}
+	var red value.Value
+	if kw > 1 {
+		red = k.shared(mvWarps * nw)
+	}
 	rows := k.smin(nvalid, ci64(int64(s.R)))
 	k.forRange(ci64(0), rows, 1, func(r value.Value) {
 		xrow := k.mulc(r, int64(s.K/4))
@@ -116,11 +193,14 @@ func (s Matvec) emit(k *kb) {
 		for i := range init {
 			init[i] = cf(0)
 		}
-		full := nch / (32 * mvUnroll)
+		// Chunks of a row: super-steps of 32·U·kw, warp wk of the row taking
+		// 32·U consecutive ones; the rest in predicated steps of 32·kw.
+		super := 32 * mvUnroll * kw
+		full := nch / super
 		acc := init
 		if full > 0 {
 			acc = k.loop(ci64(0), ci64(int64(full)), 1, init, func(g value.Value, c []value.Value) []value.Value {
-				base := k.add(k.mulc(g, 32*mvUnroll), lane)
+				base := k.add(k.add(k.mulc(g, int64(super)), k.mulc(wk, 32*mvUnroll)), lane)
 				next := make([]value.Value, len(c))
 				for u := 0; u < mvUnroll; u++ {
 					part := chunk(k.addc(base, int64(32*u)), c[u*nw:(u+1)*nw])
@@ -129,11 +209,20 @@ func (s Matvec) emit(k *kb) {
 				return next
 			})
 		}
-		if rest := nch - full*32*mvUnroll; rest > 0 {
-			tail := k.loop(k.addc(lane, int64(full*32*mvUnroll)), ci64(int64(nch)), 32, acc[:nw], func(c value.Value, a []value.Value) []value.Value {
-				return chunk(c, a)
-			})
-			acc = append(append([]value.Value{}, tail...), acc[nw:]...)
+		rest := nch - full*super
+		acc = append([]value.Value(nil), acc...)
+		for u := 0; u*32*kw < rest; u++ {
+			c := k.add(k.addc(k.mulc(wk, 32), int64(full*super+u*32*kw)), lane)
+			cur := acc[u*nw : (u+1)*nw]
+			if (u+1)*32*kw <= rest {
+				copy(acc[u*nw:], chunk(c, cur))
+				continue
+			}
+			ok := k.slt(c, ci64(int64(nch)))
+			part := chunk(k.smin(c, ci64(int64(nch-1))), cur)
+			for wi := range part {
+				acc[u*nw+wi] = k.b.NewSelect(ok, part[wi], cur[wi])
+			}
 		}
 		sums := make([]value.Value, nw)
 		for wi := range sums {
@@ -143,6 +232,23 @@ func (s Matvec) emit(k *kb) {
 			}
 			sums[wi] = k.warpSum(t)
 		}
+		lane0 := k.b.NewICmp(enum.IPredEQ, lane, ci64(0))
+		if kw > 1 {
+			k.ifThen(lane0, func() {
+				for wi := range sums {
+					k.store(sums[wi], red, k.addc(k.mulc(warp, int64(nw)), int64(wi)))
+				}
+			})
+			k.barrier()
+			first := k.mulc(k.mulc(wr, int64(kw)), int64(nw)) // warp wr·kw's slots
+			for wi := range sums {
+				var t value.Value = k.load(tF32, red, k.addc(first, int64(wi)))
+				for j := 1; j < kw; j++ {
+					t = k.fadd(t, k.load(tF32, red, k.addc(first, int64(j*nw+wi))))
+				}
+				sums[wi] = t
+			}
+		}
 		y := sums[0]
 		if s.GeGLU {
 			y = k.fmul(k.gelu(sums[0]), sums[1])
@@ -150,9 +256,13 @@ func (s Matvec) emit(k *kb) {
 		if s.Softcap != 0 {
 			y = k.softcap(y, s.Softcap)
 		}
-		k.ifThen(k.b.NewICmp(enum.IPredEQ, lane, ci64(0)), func() {
+		store := k.b.NewAnd(k.b.NewAnd(lane0, valid), k.b.NewICmp(enum.IPredEQ, wk, ci64(0)))
+		k.ifThen(store, func() {
 			k.store(y, out, k.add(k.mulc(r, int64(s.N)), n))
 		})
+		if kw > 1 {
+			k.barrier() // the next row reuses red
+		}
 	})
 }
 
@@ -192,11 +302,16 @@ func (s MMA) Name() string {
 }
 func (s MMA) Params() []string { return Matvec{GeGLU: s.GeGLU}.Params() }
 func (s MMA) Launch() Launch {
-	return Launch{Grid: [3]uint32{uint32(ceilDiv(s.N, 8*s.nt())), uint32(ceilDiv(s.R, 64)), 1}, Block: [3]uint32{128, 1, 1}}
+	// Row blocks vary fastest, so the blocks sharing a slice of the weights
+	// run together and read it from L2 rather than HBM.
+	return Launch{Grid: [3]uint32{uint32(ceilDiv(s.R, 64)), uint32(ceilDiv(s.N, 8*s.nt())), 1}, Block: [3]uint32{128, 1, 1}}
 }
 func (s MMA) Validate() error {
 	if s.K%16 != 0 || s.N%8 != 0 {
 		return fmt.Errorf("K = %d must be a multiple of 16 and N = %d of 8", s.K, s.N)
+	}
+	if ceilDiv(s.N, 8*s.nt()) > 65535 {
+		return fmt.Errorf("N = %d needs more than 65535 column blocks", s.N)
 	}
 	return positive("R, K and N", s.R, s.K, s.N)
 }
@@ -254,14 +369,14 @@ func (s MMA) emit(k *kb) {
 	lane, warp := k.lane(), k.warpI()
 	g := k.b.NewLShr(lane, ci64(2))
 	tq := k.b.NewAnd(lane, ci64(3))
-	m0 := k.mulc(k.bidy(), 64)
+	m0 := k.mulc(k.bidx(), 64)
 	k.returnIf(k.sge(m0, nvalid))
 	ra := k.add(k.add(m0, k.mulc(warp, 16)), g)
 	rb := k.addc(ra, 8)
 	last := ci64(int64(s.R - 1))
 	xa := k.add(k.mulc(k.smin(ra, last), int64(s.K)), k.mulc(tq, 2))
 	xb := k.add(k.mulc(k.smin(rb, last), int64(s.K)), k.mulc(tq, 2))
-	n0 := k.mulc(k.bidx(), int64(8*NT))
+	n0 := k.mulc(k.bidy(), int64(8*NT))
 	wrow := make([]value.Value, NT) // i32 index of W[col][2tq]
 	for j := 0; j < NT; j++ {
 		col := k.smin(k.add(k.addc(n0, int64(8*j)), g), ci64(int64(s.N-1)))
@@ -271,29 +386,48 @@ func (s MMA) emit(k *kb) {
 	for i := range init {
 		init[i] = cf(0)
 	}
-	acc := k.loop(ci64(0), ci64(int64(s.K)), 16, init, func(kk value.Value, c []value.Value) []value.Value {
-		x0 := k.loadVec(tF32, 2, x, k.add(xa, kk))
-		x1 := k.loadVec(tF32, 2, x, k.add(xb, kk))
-		x2 := k.loadVec(tF32, 2, x, k.addc(k.add(xa, kk), 8))
-		x3 := k.loadVec(tF32, 2, x, k.addc(k.add(xb, kk), 8))
-		var ahi, alo [4]value.Value
-		for i, xv := range []value.Value{x0, x1, x2, x3} {
-			ahi[i], alo[i] = k.splitBF16(xv)
+	// Software pipelining: each iteration loads the next k-step's A and B
+	// fragments (into the loop carry) before its MMAs use the current ones.
+	frags := func(kk value.Value) []value.Value {
+		f := []value.Value{
+			k.loadVec(tF32, 2, x, k.add(xa, kk)),
+			k.loadVec(tF32, 2, x, k.add(xb, kk)),
+			k.loadVec(tF32, 2, x, k.addc(k.add(xa, kk), 8)),
+			k.loadVec(tF32, 2, x, k.addc(k.add(xb, kk), 8)),
 		}
 		kw := k.b.NewLShr(kk, ci64(1))
-		next := make([]value.Value, len(c))
-		for wi, w := range ws {
+		for _, w := range ws {
 			for j := 0; j < NT; j++ {
 				off := k.add(wrow[j], kw)
-				b := [2]value.Value{k.load(tI32, w, off), k.load(tI32, w, k.addc(off, 4))}
+				f = append(f, k.load(tI32, w, off), k.load(tI32, w, k.addc(off, 4)))
+			}
+		}
+		return f
+	}
+	nacc := len(init)
+	init = append(init, frags(ci64(0))...)
+	res := k.loop(ci64(0), ci64(int64(s.K)), 16, init, func(kk value.Value, c []value.Value) []value.Value {
+		cur := c[nacc:]
+		// The last iteration reloads its own step (in bounds, unused).
+		nf := frags(k.smin(k.addc(kk, 16), ci64(int64(s.K-16))))
+		var ahi, alo [4]value.Value
+		for i := 0; i < 4; i++ {
+			ahi[i], alo[i] = k.splitBF16(cur[i])
+		}
+		next := make([]value.Value, nacc, len(c))
+		for wi := range ws {
+			for j := 0; j < NT; j++ {
+				bi := 4 + (wi*NT+j)*2
+				b := [2]value.Value{cur[bi], cur[bi+1]}
 				base := (wi*NT + j) * 4
 				d := k.mma(ahi, b, c[base:base+4])
 				d = k.mma(alo, b, d)
 				copy(next[base:], d)
 			}
 		}
-		return next
+		return append(next, nf...)
 	})
+	acc := res[:nacc]
 	rows := k.smin(nvalid, ci64(int64(s.R)))
 	for j := 0; j < NT; j++ {
 		col := k.add(k.addc(n0, int64(8*j)), k.mulc(tq, 2))
