@@ -120,3 +120,22 @@ func equalInts(a, b []int) bool {
 	}
 	return true
 }
+
+// TestBreakingOutOfGenerate stops consuming mid-stream: the iterator must
+// not call yield again (Go panics if it does).
+func TestBreakingOutOfGenerate(t *testing.T) {
+	m := loadGocoder(t, 128)
+	sess, _ := m.NewSession()
+	n := 0
+	for _, err := range sess.Generate(context.Background(), m.Tokenizer.Encode("// Package strings", true), model.GenerateOptions{MaxTokens: 40}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n++; n == 2 {
+			break
+		}
+	}
+	if n != 2 {
+		t.Fatalf("got %d pieces before breaking, want 2", n)
+	}
+}

@@ -157,12 +157,16 @@ func (s *Session) Generate(ctx context.Context, prompt []int, opts GenerateOptio
 			return
 		}
 		dec := tok.NewDecoder(true)
+		stopped := false // the caller left the loop: yield no more
 		_, err = s.generate(ctx, prompt, opts, func(id int) bool {
 			if text := dec.Add(id); text != "" {
-				return yield(text, nil)
+				stopped = !yield(text, nil)
 			}
-			return true
+			return !stopped
 		})
+		if stopped {
+			return
+		}
 		if err != nil {
 			yield("", err)
 			return

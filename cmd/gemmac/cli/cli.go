@@ -146,5 +146,6 @@ func ModelCommands() []Command {
 		logitsCommand(),
 		evalCommand(),
 		benchCommand(),
+		serveCommand(),
 	}
 }
