@@ -542,6 +542,7 @@ func TestCrossCompile(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := NewModule(tg)
+	m.MustAdd(Worker{})
 	for _, c := range allCases() {
 		m.MustAdd(c.spec)
 	}

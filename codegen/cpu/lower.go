@@ -47,6 +47,13 @@ func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *
 		Programs: map[string]*plan.Program{},
 	}
 	l := &lowering{art: art, mod: mod, weights: map[string]int{}}
+	// The engine's pool threads wait for work inside this kernel.
+	if codegen.WorkerName != plan.WorkerKernel {
+		return nil, fmt.Errorf("codegen names the worker kernel %q, the plan %q", codegen.WorkerName, plan.WorkerKernel)
+	}
+	if _, err := mod.Add(codegen.Worker{}); err != nil {
+		return nil, err
+	}
 	for _, e := range entries {
 		tokens := min(opts.Chunk, opts.Context)
 		if e.decode {

@@ -61,6 +61,9 @@ type Options struct {
 	// 4 KiB pages of the page cache, decode is TLB-bound at a third of the
 	// memory bandwidth).
 	MapWeights bool
+	// GoWorkers makes the pool threads wait for work in Go instead of in
+	// the native worker kernel (for comparison; slower).
+	GoWorkers bool
 }
 
 // New binds a checkpoint to a compiled artifact. The checkpoint must have the
@@ -77,7 +80,7 @@ func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, opts O
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	e := &Engine{art: art, kernels: kernels, pool: newPool(threads)}
+	e := &Engine{art: art, kernels: kernels, pool: newPool(threads, kernels, !opts.GoWorkers)}
 	if err := e.bindWeights(ckpt, !opts.MapWeights); err != nil {
 		e.Close()
 		return nil, err

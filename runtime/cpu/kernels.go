@@ -46,3 +46,13 @@ func LoadKernels(path string, names []string) (*Kernels, error) {
 func (k *Kernels) call(i int, args unsafe.Pointer, lo, hi int64) {
 	purego.SyscallN(k.fns[i], uintptr(args), uintptr(lo), uintptr(hi))
 }
+
+// index is the table index of the kernel called name, or -1.
+func (k *Kernels) index(name string) int {
+	for i, n := range k.names {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}

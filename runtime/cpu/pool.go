@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/gemmac/gemmac/runtime/plan"
 )
 
 // idleSpin is how long an idle worker polls for work before it sleeps. A
@@ -14,20 +16,46 @@ import (
 // thread costs about half a millisecond here, more than most kernels.
 const idleSpin = 5 * time.Millisecond
 
-// pool runs one kernel call at a time, split over its threads. Each worker
-// is locked to an OS thread so a kernel keeps its core's caches.
+// nativeIdleSpins is idleSpin in spins of the native worker (one pause
+// instruction each, about 20 ns on current x86).
+const nativeIdleSpins = 250_000
+
+// pool runs one kernel call at a time, split over its threads; the calling
+// goroutine takes the first part. Each worker is locked to an OS thread so a
+// kernel keeps its core's caches.
+//
+// When the kernels include the native worker (plan.WorkerKernel), a worker
+// thread stays inside it between calls, spinning on a mailbox: it never
+// returns to Go, so the Go scheduler never sees it leave and re-enter a
+// "syscall" per kernel. (With Go-side workers, every kernel call is a cgo
+// call; while both threads are in one, sysmon finds no idle P, takes the Ps
+// away and starts threads to run them, and the return from each call then
+// waits for a P — on a 2-vCPU VM that made decode 2–4× slower and erratic.)
 type pool struct {
 	threads int
 	workers []*worker
 	pending atomic.Int64
 	mu      sync.Mutex
 	wake    *sync.Cond
+	// native mode
+	k      *Kernels
+	native int // index of the worker kernel, -1: Go-side workers
+	mail   *region
+	next   *int64 // the shared chunk counter of a dynamic split
+	exited sync.WaitGroup
 }
 
 type worker struct {
-	gen      atomic.Uint64 // bumped for every task handed over
 	sleeping atomic.Bool
-	task     task
+	// Go-side mode
+	gen  atomic.Uint64 // bumped for every task handed over
+	task task
+	// native mode: the mailbox (codegen.Mail* layout) and the one-pointer
+	// args array the worker kernel receives.
+	mb   []int64
+	argv unsafe.Pointer
+	seq  int64 // last posted; only the poster touches it
+	quit atomic.Bool
 }
 
 type task struct {
@@ -35,15 +63,52 @@ type task struct {
 	kernel int
 	args   unsafe.Pointer
 	lo, hi int64
+	chunk  int64 // > 0: split [lo, hi) dynamically (native workers)
 	quit   bool
 }
 
-func newPool(threads int) *pool {
-	p := &pool{threads: threads}
+// Mailbox layout (codegen.Mail*).
+const (
+	mailSeq   = 0
+	mailFn    = 1
+	mailArgs  = 2
+	mailLo    = 3
+	mailHi    = 4
+	mailNext  = 5
+	mailChunk = 6
+	mailDone  = 8
+	mailWords = 16
+)
+
+// newPool starts threads−1 workers, native ones when native is set and k
+// has the worker kernel.
+func newPool(threads int, k *Kernels, native bool) *pool {
+	p := &pool{threads: threads, k: k, native: -1}
 	p.wake = sync.NewCond(&p.mu)
+	if native && threads > 1 {
+		p.native = k.index(plan.WorkerKernel)
+	}
+	if p.native >= 0 {
+		// One 128-byte mailbox per worker, then its args pointer.
+		r, err := allocRegion(int64(threads) * 256)
+		if err != nil {
+			p.native = -1
+		} else {
+			p.mail = r
+			p.next = (*int64)(r.ptr(0))
+		}
+	}
 	for i := 1; i < threads; i++ {
 		w := &worker{}
 		p.workers = append(p.workers, w)
+		if p.native >= 0 {
+			w.mb = unsafe.Slice((*int64)(p.mail.ptr(int64(i)*256)), mailWords)
+			w.argv = p.mail.ptr(int64(i)*256 + 8*mailWords)
+			*(*unsafe.Pointer)(w.argv) = unsafe.Pointer(&w.mb[0])
+			p.exited.Add(1)
+			go p.serveNative(w)
+			continue
+		}
 		go p.serve(w)
 	}
 	return p
@@ -81,10 +146,47 @@ func (p *pool) serve(w *worker) {
 	}
 }
 
+// serveNative runs the native worker until it has been idle for
+// nativeIdleSpins, then sleeps until something is posted.
+func (p *pool) serveNative(w *worker) {
+	defer p.exited.Done()
+	runtime.LockOSThread()
+	for {
+		p.k.call(p.native, w.argv, nativeIdleSpins, 0)
+		if w.quit.Load() {
+			return
+		}
+		// Publish sleeping before the last look at the mailbox (as serve).
+		p.mu.Lock()
+		w.sleeping.Store(true)
+		for !w.pending() && !w.quit.Load() {
+			p.wake.Wait()
+		}
+		w.sleeping.Store(false)
+		p.mu.Unlock()
+	}
+}
+
 // hand gives w its next task.
 func (p *pool) hand(w *worker, t task) {
-	w.task = t
-	w.gen.Add(1)
+	if p.native >= 0 {
+		fn := uintptr(0)
+		if !t.quit {
+			fn = t.k.fns[t.kernel]
+		} else {
+			w.quit.Store(true)
+		}
+		w.mb[mailFn], w.mb[mailArgs], w.mb[mailLo], w.mb[mailHi] = int64(fn), int64(uintptr(t.args)), t.lo, t.hi
+		w.mb[mailNext], w.mb[mailChunk] = 0, t.chunk
+		if t.chunk > 0 {
+			w.mb[mailNext] = int64(uintptr(unsafe.Pointer(p.next)))
+		}
+		w.seq += 4 // open; the worker takes it as +1, run may withdraw it as +2
+		atomic.StoreInt64(&w.mb[mailSeq], w.seq)
+	} else {
+		w.task = t
+		w.gen.Add(1)
+	}
 	if w.sleeping.Load() {
 		p.mu.Lock()
 		p.wake.Broadcast()
@@ -102,6 +204,10 @@ func (p *pool) run(k *Kernels, kernel int, args unsafe.Pointer, items, granule i
 		k.call(kernel, args, 0, items)
 		return
 	}
+	if p.native >= 0 {
+		p.runDynamic(k, kernel, args, items, granule, chunks)
+		return
+	}
 	per := perPart * granule
 	p.pending.Store(parts - 1)
 	for i := int64(1); i < parts; i++ {
@@ -112,8 +218,50 @@ func (p *pool) run(k *Kernels, kernel int, args unsafe.Pointer, items, granule i
 	}
 }
 
+// chunksPerThread is how many pieces a dynamic split makes per thread: enough
+// that a thread slowed down by another process hands most of its share to
+// the others, few enough that the calls' fixed costs stay small.
+const chunksPerThread = 4
+
+// runDynamic splits [0, items) into granule-aligned chunks that all threads
+// (this one included) take from a shared counter until none are left.
+func (p *pool) runDynamic(k *Kernels, kernel int, args unsafe.Pointer, items, granule, chunks int64) {
+	chunk := granule * max(1, chunks/(int64(p.threads)*chunksPerThread))
+	atomic.StoreInt64(p.next, 0)
+	for _, w := range p.workers {
+		p.hand(w, task{k: k, kernel: kernel, args: args, lo: 0, hi: items, chunk: chunk})
+	}
+	for {
+		c := atomic.AddInt64(p.next, 1) - 1
+		lo := c * chunk
+		if lo >= items {
+			break
+		}
+		k.call(kernel, args, lo, min(lo+chunk, items))
+	}
+	// Withdraw the call from workers that have not taken it (descheduled,
+	// or asleep): only those that did must be waited for.
+	for _, w := range p.workers {
+		if atomic.CompareAndSwapInt64(&w.mb[mailSeq], w.seq, w.seq+2) {
+			continue
+		}
+		for atomic.LoadInt64(&w.mb[mailDone]) != w.seq {
+		}
+	}
+}
+
+// pending: a call is posted that w has not taken.
+func (w *worker) pending() bool {
+	s := atomic.LoadInt64(&w.mb[mailSeq])
+	return s&3 == 0 && s != atomic.LoadInt64(&w.mb[mailDone])
+}
+
 func (p *pool) close() {
 	for _, w := range p.workers {
 		p.hand(w, task{quit: true})
+	}
+	if p.native >= 0 {
+		p.exited.Wait()
+		p.mail.free()
 	}
 }

@@ -16,6 +16,11 @@ import (
 // Version changes whenever the format does; a binary refuses other versions.
 const Version = 1
 
+// WorkerKernel names the native thread-pool worker (codegen.Worker) that
+// every CPU kernel table includes; the engine finds it by this name and never
+// calls it as a step.
+const WorkerKernel = "pool_worker"
+
 // Artifact is a compiled model.
 type Artifact struct {
 	Version int              `json:"version"`

@@ -1,0 +1,130 @@
+package codegen
+
+import (
+	"github.com/llir/llvm/ir"
+	"github.com/llir/llvm/ir/enum"
+	"github.com/llir/llvm/ir/types"
+)
+
+// WorkerName is the symbol of the pool worker kernel (runtime/plan names it
+// too, as plan.WorkerKernel).
+const WorkerName = "pool_worker"
+
+// Mailbox layout of Worker, in i64 words. The poster writes Fn, Args, Lo, Hi,
+// Next and Chunk, then Seq = 4n (call n is open; atomically, after them).
+// The worker takes an open call by changing Seq to 4n+1 (compare-and-swap),
+// runs it and then stores 4n into Done (release). A poster that finished a
+// dynamic split itself may withdraw a call nobody has taken yet by changing
+// Seq to 4n+2, and then need not wait for Done. Done sits on its own cache
+// line.
+const (
+	MailSeq   = 0
+	MailFn    = 1 // kernel address; 0 makes the worker return
+	MailArgs  = 2
+	MailLo    = 3
+	MailHi    = 4
+	MailNext  = 5 // 0: call [Lo, Hi) once; else the address of a shared chunk counter
+	MailChunk = 6 // items per chunk when MailNext is set
+	MailDone  = 8
+	MailWords = 16
+)
+
+// Worker is a thread-pool worker that never leaves native code between
+// calls: it spins on a mailbox (args[0], i64[MailWords]) and calls each
+// kernel posted there, so a pool thread does not go through the Go scheduler
+// for every kernel call. With MailNext set, the call is split dynamically:
+// the worker takes chunk numbers c from the shared counter (atomic add; the
+// poster's thread takes them from the same counter) and runs
+// [Lo + c·Chunk, min(Lo + (c+1)·Chunk, Hi)) until the range is used up, so a
+// slow or descheduled thread does less of the work. It returns when posted a call with Fn = 0 (after
+// setting Done), or after `lo` spins with nothing posted (lo ≤ 0: one look);
+// the caller then decides whether to sleep. hi is unused.
+//
+// It is not a work-item kernel: Items and Granule are nominal.
+type Worker struct{}
+
+func (Worker) Name() string    { return WorkerName }
+func (Worker) Items() int64    { return 1 }
+func (Worker) Granule() int64  { return 1 }
+func (Worker) Args() []string  { return []string{"mailbox"} }
+func (Worker) Validate() error { return nil }
+
+func (Worker) emit(g *gen) {
+	mb := g.argPtr(0, tI64)
+	word := func(i int64) *ir.InstGetElementPtr {
+		return g.b.NewGetElementPtr(tI64, mb, ci64(i))
+	}
+	atomicLoad := func(i int64) *ir.InstLoad {
+		l := g.b.NewLoad(tI64, word(i))
+		l.Atomic, l.Ordering, l.Align = true, enum.AtomicOrderingAcquire, 8
+		return l
+	}
+	release := func(v *ir.InstLoad, i int64) {
+		s := g.b.NewStore(v, word(i))
+		s.Atomic, s.Ordering, s.Align = true, enum.AtomicOrderingRelease, 8
+	}
+	entry := g.b
+	seen0 := atomicLoad(MailDone)
+	spin, wait, work, call, quit, exit := g.block("spin"), g.block("wait"), g.block("work"), g.block("call"), g.block("quit"), g.block("exit")
+	entry.NewBr(spin)
+
+	g.b = spin
+	seen := spin.NewPhi(ir.NewIncoming(seen0, entry))
+	idle := spin.NewPhi(ir.NewIncoming(ci64(0), entry))
+	s := atomicLoad(MailSeq)
+	open := spin.NewAnd(spin.NewICmp(enum.IPredEQ, spin.NewAnd(s, ci64(3)), ci64(0)), spin.NewICmp(enum.IPredNE, s, seen))
+	claim := g.block("claim")
+	spin.NewCondBr(open, claim, wait)
+
+	// Take the call (open → open+1) unless the poster has withdrawn it.
+	g.b = claim
+	cx := claim.NewCmpXchg(word(MailSeq), s, g.addc(s, 1), enum.AtomicOrderingAcquireRelease, enum.AtomicOrderingAcquire)
+	claim.NewCondBr(claim.NewExtractValue(cx, 1), work, wait)
+
+	g.b = wait
+	if g.t.isX86() {
+		wait.NewCall(g.m.intrinsic("llvm.x86.sse2.pause", tVoid))
+	}
+	idle1 := g.addc(idle, 1)
+	wait.NewCondBr(wait.NewICmp(enum.IPredSGE, idle1, g.lo), exit, spin)
+
+	g.b = work
+	fn := g.load(tI64, mb, ci64(MailFn))
+	work.NewCondBr(work.NewICmp(enum.IPredEQ, fn, ci64(0)), quit, call)
+
+	g.b = call
+	kt := types.NewPointer(types.NewFunc(tVoid, tI8PP, tI64, tI64))
+	f := call.NewIntToPtr(fn, kt)
+	args := call.NewIntToPtr(g.load(tI64, mb, ci64(MailArgs)), tI8PP)
+	lo, hi := g.load(tI64, mb, ci64(MailLo)), g.load(tI64, mb, ci64(MailHi))
+	next := g.load(tI64, mb, ci64(MailNext))
+	once, grab, run, fin := g.block("once"), g.block("grab"), g.block("run"), g.block("fin")
+	call.NewCondBr(call.NewICmp(enum.IPredEQ, next, ci64(0)), once, grab)
+
+	g.b = once
+	once.NewCall(f, args, lo, hi)
+	once.NewBr(fin)
+
+	g.b = grab
+	chunk := g.load(tI64, mb, ci64(MailChunk))
+	ctr := grab.NewIntToPtr(next, ptrT(tI64))
+	c := grab.NewAtomicRMW(enum.AtomicOpAdd, ctr, ci64(1), enum.AtomicOrderingMonotonic)
+	clo := g.add(lo, g.mul(c, chunk))
+	grab.NewCondBr(g.slt(clo, hi), run, fin)
+
+	g.b = run
+	run.NewCall(f, args, clo, g.smin(g.add(clo, chunk), hi))
+	run.NewBr(grab)
+
+	g.b = fin
+	release(s, MailDone)
+	fin.NewBr(spin)
+	seen.Incs = append(seen.Incs, ir.NewIncoming(seen, wait), ir.NewIncoming(s, fin))
+	idle.Incs = append(idle.Incs, ir.NewIncoming(idle1, wait), ir.NewIncoming(ci64(0), fin))
+
+	g.b = quit
+	release(s, MailDone)
+	quit.NewBr(exit)
+
+	g.b = exit
+}
