@@ -242,3 +242,32 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
+
+// TestCUDABinaryWithoutAGPU builds tiny for CUDA (PTX through LLVM's NVPTX
+// backend, embedded in a cgo-free binary) and runs it here, where CI has no
+// GPU: it must start, say plainly that there is no driver, and still run
+// the interpreter. bench/gpu/check_binary.sh runs the same binary on a GPU.
+func TestCUDABinaryWithoutAGPU(t *testing.T) {
+	gemmac, _ := gemmacBuild(t)
+	bin := filepath.Join(t.TempDir(), "tiny-cuda")
+	cmd := exec.Command(gemmac, "build", "--model", modelDir("tiny"), "--target", "cuda:sm_80", "--max-seq", "64", "--emit", "ptx", "-o", bin)
+	cmd.Env = append(os.Environ(), "GEMMAC_SRC="+mustAbs(".."))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gemmac build --target cuda: %v\n%s", err, out)
+	}
+	ptxText, err := os.ReadFile(bin + ".ptx")
+	if err != nil || !strings.Contains(string(ptxText), ".target sm_80") || !strings.Contains(string(ptxText), ".entry") {
+		t.Fatalf("--emit ptx wrote no PTX for sm_80: %v", err)
+	}
+	if _, err := exec.LookPath("nvidia-smi"); err == nil {
+		t.Skip("a GPU is present: the no-driver path cannot be tested here")
+	}
+	out, err := exec.Command(bin, "logits", "--model", modelDir("tiny"), "--tokens", "2,3").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no CUDA driver found") {
+		t.Errorf("without a GPU: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "logits", "--interp", "--model", modelDir("tiny"), "--tokens", "2,3").Output()
+	if err != nil || !strings.HasPrefix(string(out), `{"tokens":[2,3],"logits":[[`) {
+		t.Errorf("--interp on the CUDA binary: %v\n%s", err, out)
+	}
+}

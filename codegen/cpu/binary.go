@@ -3,12 +3,11 @@ package cpu
 import (
 	"bytes"
 	"fmt"
-	"go/format"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"text/template"
+
+	"github.com/gemmac/gemmac/codegen/gobin"
 )
 
 // mainTemplate is the Go program a built binary runs: the CLI of gemmac's
@@ -54,12 +53,17 @@ func kernelTable() unsafe.Pointer { return unsafe.Pointer(&C.gemmac_kernels) }
 // generated Go main package, linked with gemmac's runtime (from the source
 // tree at src) and the kernel object.
 func (c *Compiled) Binary(out, src string) error {
-	dir, err := os.MkdirTemp("", "gemmac-build-")
+	dir, err := os.MkdirTemp("", "gemmac-kernels-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := c.Object(filepath.Join(dir, "kernels.o")); err != nil {
+	obj := filepath.Join(dir, "kernels.o")
+	if err := c.Object(obj); err != nil {
+		return err
+	}
+	kernels, err := os.ReadFile(obj)
+	if err != nil {
 		return err
 	}
 	planJSON, err := c.Artifact.Marshal()
@@ -73,75 +77,10 @@ func (c *Compiled) Binary(out, src string) error {
 	if err := mainTemplate.Execute(&main, struct{ Summary string }{summary}); err != nil {
 		return err
 	}
-	mainSrc, err := format.Source(main.Bytes())
-	if err != nil {
-		return fmt.Errorf("generated main.go: %w", err)
-	}
-	kernelsSrc, err := format.Source([]byte(kernelsGo))
-	if err != nil {
-		return err
-	}
-	goSum, err := os.ReadFile(filepath.Join(src, "go.sum"))
-	if err != nil {
-		return fmt.Errorf("gemmac's source at %s: %w", src, err)
-	}
-	goVersion := "1.26"
-	if mod, err := os.ReadFile(filepath.Join(src, "go.mod")); err == nil {
-		for _, line := range strings.Split(string(mod), "\n") {
-			if v, ok := strings.CutPrefix(line, "go "); ok {
-				goVersion = strings.TrimSpace(v)
-			}
-		}
-	}
-	goMod := fmt.Sprintf("module gemmac.local/model\n\ngo %s\n\nrequire github.com/gemmac/gemmac v0.0.0\n\nreplace github.com/gemmac/gemmac => %s\n", goVersion, src)
-	files := map[string][]byte{
-		"main.go":    mainSrc,
-		"kernels.go": kernelsSrc,
+	return gobin.Build(out, src, map[string][]byte{
+		"main.go":    main.Bytes(),
+		"kernels.go": []byte(kernelsGo),
+		"kernels.o":  kernels,
 		"plan.json":  planJSON,
-		"go.mod":     []byte(goMod),
-		"go.sum":     goSum,
-	}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			return err
-		}
-	}
-	absOut, err := filepath.Abs(out)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command("go", "build", "-mod=mod", "-trimpath", "-o", absOut, ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build of the generated program: %v\n%s", err, strings.TrimSpace(string(msg)))
-	}
-	return nil
-}
-
-// SourceRoot finds gemmac's Go source, which a built binary links: $GEMMAC_SRC,
-// else the module root above the running executable or the working directory.
-func SourceRoot() (string, error) {
-	if d := os.Getenv("GEMMAC_SRC"); d != "" {
-		return d, nil
-	}
-	var starts []string
-	if exe, err := os.Executable(); err == nil {
-		starts = append(starts, filepath.Dir(exe))
-	}
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	for _, d := range starts {
-		for ; ; d = filepath.Dir(d) {
-			mod, err := os.ReadFile(filepath.Join(d, "go.mod"))
-			if err == nil && strings.HasPrefix(string(mod), "module github.com/gemmac/gemmac\n") {
-				return d, nil
-			}
-			if filepath.Dir(d) == d {
-				break
-			}
-		}
-	}
-	return "", fmt.Errorf("gemmac build links gemmac's Go runtime and needs its source: run it from the gemmac checkout or set GEMMAC_SRC to it")
+	}, true)
 }

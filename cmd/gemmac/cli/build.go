@@ -2,18 +2,21 @@ package cli
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/gemmac/gemmac/codegen"
 	cpucodegen "github.com/gemmac/gemmac/codegen/cpu"
+	"github.com/gemmac/gemmac/codegen/gobin"
+	"github.com/gemmac/gemmac/codegen/ptx"
 	"github.com/gemmac/gemmac/frontend"
 )
 
 func buildCommand() Command {
 	return Command{
 		Name:    "build",
-		Usage:   "--model DIR --target cpu [--max-seq S] [--emit ll|asm] -o BIN",
+		Usage:   "--model DIR --target cpu[:NAME]|cuda[:sm_XX] [--max-seq S] [--emit ll|asm|ptx] -o BIN",
 		Summary: "compile a checkpoint into one optimised binary",
 		Run:     runBuild,
 	}
@@ -22,11 +25,11 @@ func buildCommand() Command {
 func runBuild(env *Env, args []string) error {
 	fs := newFlags(env, "build")
 	dir := fs.String("model", "", "checkpoint directory")
-	target := fs.String("target", "cpu", "cpu (this machine's vector ISA) or cpu:NAME with NAME x86-64-v4, x86-64-v3, x86-64 or aarch64")
+	target := fs.String("target", "cpu", "cpu (this machine's vector ISA), cpu:NAME with NAME x86-64-v4, x86-64-v3, x86-64 or aarch64, or cuda[:sm_XX] (NVIDIA GPUs, default sm_80)")
 	maxSeq := fs.Int("max-seq", 0, "context length the binary is compiled for (default min(max_position_embeddings, 4096))")
 	chunk := fs.Int("chunk", 64, "prompt tokens per prefill call")
 	dtype := fs.String("dtype", "", "weight dtype the kernels read (default: the checkpoint's)")
-	emit := fs.String("emit", "", "also write the generated kernels as LLVM IR (ll) or assembly (asm) beside the binary")
+	emit := fs.String("emit", "", "also write the generated kernels beside the binary: LLVM IR (ll) or assembly (asm, ptx)")
 	out := fs.StringP("output", "o", "", "the binary to write")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -34,12 +37,18 @@ func runBuild(env *Env, args []string) error {
 	if err := required(fs, "model", "output"); err != nil {
 		return err
 	}
-	t, err := parseCPUTarget(*target)
-	if err != nil {
+	cudaTarget, isCUDA := ptx.Target{}, strings.HasPrefix(*target, "cuda")
+	var t codegen.Target
+	var err error
+	if isCUDA {
+		if cudaTarget, err = ptx.ParseTarget(*target); err != nil {
+			return usageError("--target: %v", err)
+		}
+	} else if t, err = parseCPUTarget(*target); err != nil {
 		return err
 	}
-	if *emit != "" && *emit != "ll" && *emit != "asm" {
-		return usageError("--emit %q: want ll or asm", *emit)
+	if *emit != "" && *emit != "ll" && *emit != "asm" && *emit != "ptx" {
+		return usageError("--emit %q: want ll or asm (cpu), ptx (cuda)", *emit)
 	}
 	if *chunk < 1 {
 		return usageError("--chunk must be positive")
@@ -61,6 +70,13 @@ func runBuild(env *Env, args []string) error {
 	if context == 0 {
 		context = min(ckpt.Config.MaxPositionEmbeddings, 4096)
 	}
+	src, err := gobin.SourceRoot()
+	if err != nil {
+		return err
+	}
+	if isCUDA {
+		return buildCUDA(env, ckpt, cudaTarget, context, *chunk, *emit, *out, src, start)
+	}
 	compiled, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: t, Context: context, Chunk: *chunk})
 	if err != nil {
 		return err
@@ -71,10 +87,6 @@ func runBuild(env *Env, args []string) error {
 			return err
 		}
 		fmt.Fprintf(env.Stderr, "wrote %s\n", path)
-	}
-	src, err := cpucodegen.SourceRoot()
-	if err != nil {
-		return err
 	}
 	if err := compiled.Binary(*out, src); err != nil {
 		return err
@@ -87,9 +99,6 @@ func runBuild(env *Env, args []string) error {
 func parseCPUTarget(s string) (codegen.Target, error) {
 	name, ok := strings.CutPrefix(s, "cpu")
 	if !ok || (name != "" && !strings.HasPrefix(name, ":")) {
-		if strings.HasPrefix(s, "cuda") {
-			return codegen.Target{}, fmt.Errorf("--target %s: the CUDA code generator is not built yet; use --target cpu", s)
-		}
 		return codegen.Target{}, usageError("--target %q: want cpu or cpu:NAME", s)
 	}
 	t, err := codegen.TargetByName(strings.TrimPrefix(name, ":"))
@@ -97,4 +106,30 @@ func parseCPUTarget(s string) (codegen.Target, error) {
 		return codegen.Target{}, usageError("--target: %v", err)
 	}
 	return t, nil
+}
+
+// buildCUDA compiles the checkpoint to PTX (llc's NVPTX backend) and embeds
+// it in a binary that needs no CUDA toolkit, only the driver.
+func buildCUDA(env *Env, ckpt *frontend.Checkpoint, t ptx.Target, context, chunk int, emit, out, src string, start time.Time) error {
+	opts := ptx.Options{Target: t, Context: context, Chunk: chunk}
+	compiled, err := ptx.Build(ckpt.Config, ckpt.WeightDTypes(), opts)
+	if err != nil {
+		return err
+	}
+	if err := compiled.EmitPTX("", ""); err != nil {
+		return err
+	}
+	if emit != "" {
+		path := out + ".ptx"
+		if err := os.WriteFile(path, []byte(compiled.PTX), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stderr, "wrote %s\n", path)
+	}
+	if err := compiled.Binary(out, src, opts); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "built %s: %d kernels for CUDA %s, context %d, in %.1fs\n",
+		out, len(compiled.Artifact.Kernels), t.SM, context, time.Since(start).Seconds())
+	return nil
 }

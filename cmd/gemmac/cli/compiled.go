@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"unsafe"
 
+	"github.com/gemmac/gemmac/codegen/ptx"
 	"github.com/gemmac/gemmac/frontend"
 	"github.com/gemmac/gemmac/runtime/cpu"
+	"github.com/gemmac/gemmac/runtime/cuda"
 	"github.com/gemmac/gemmac/runtime/model"
 	"github.com/gemmac/gemmac/runtime/plan"
 )
@@ -28,5 +32,35 @@ func RunCompiled(planJSON []byte, kernelTable unsafe.Pointer, args []string) int
 		return cpu.New(art, kernels, ckpt, cpu.Options{Threads: opts.Threads})
 	}
 	env.Context = art.Context
+	return Main(env, ModelCommands(), args[1:])
+}
+
+// RunCUDA is the main function of a binary built with --target cuda: the
+// model commands on the GPU, through the CUDA driver found at run time.
+func RunCUDA(kernels string, build []byte, args []string) int {
+	env := StdEnv(filepath.Base(args[0]))
+	var info ptx.BuildInfo
+	if err := json.Unmarshal(build, &info); err != nil || info.Config == nil {
+		fmt.Fprintf(env.Stderr, "%s: damaged build description: %v\n", env.Program, err)
+		return 1
+	}
+	env.Engine = func(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, error) {
+		if err := cpu.SameConfig(info.Config, ckpt.Config); err != nil {
+			return nil, fmt.Errorf("checkpoint %s does not match the compiled model: %w", ckpt.Dir, err)
+		}
+		if opts.Context != info.Context {
+			return nil, fmt.Errorf("this binary was compiled for a context of %d tokens, not %d (rebuild with --max-seq %d)", info.Context, opts.Context, opts.Context)
+		}
+		c, err := ptx.Build(ckpt.Config, ckpt.WeightDTypes(), ptx.Options{Target: info.Target, Context: info.Context, Chunk: info.Chunk})
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Equal(c.Artifact.Kernels, info.Kernels) {
+			return nil, fmt.Errorf("checkpoint %s needs kernels this binary was not compiled for (its weight dtypes differ?): rebuild it for this checkpoint", ckpt.Dir)
+		}
+		c.PTX = kernels
+		return cuda.New(c, ckpt, cuda.Options{})
+	}
+	env.Context = info.Context
 	return Main(env, ModelCommands(), args[1:])
 }
