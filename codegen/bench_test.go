@@ -58,10 +58,23 @@ func getBenchLib(b *testing.B) *lib {
 		if v := os.Getenv("GEMMAC_PF"); v != "" {
 			decodePrefetch, _ = strconv.Atoi(v)
 		}
+		for i, e := range []string{"GEMMAC_NC1", "GEMMAC_NC2"} {
+			if v := os.Getenv(e); v != "" {
+				decodeNC[i], _ = strconv.Atoi(v)
+			}
+		}
+		for i, e := range []string{"GEMMAC_U1", "GEMMAC_U2"} {
+			if v := os.Getenv(e); v != "" {
+				decodeUnroll[i], _ = strconv.Atoi(v)
+			}
+		}
 		m := NewModule(HostTarget())
 		s := benchSpec
 		for _, sp := range []Spec{s.gemvBF16, s.gemvF32, s.gegluBF16, s.gemmBF16, s.gegluPrefill, s.read, s.fma} {
 			m.MustAdd(sp)
+		}
+		for _, sp := range decodeShapes {
+			m.MustAdd(sp.spec)
 		}
 		benchLib = buildLib(b, m)
 		benchLib.lanes = m.Target.Lanes
@@ -202,3 +215,25 @@ func benchFMA(b *testing.B, threads int) {
 
 func BenchmarkProbeFMA(b *testing.B)    { benchFMA(b, 1) }
 func BenchmarkProbeFMA_2T(b *testing.B) { benchFMA(b, 2) }
+
+// decodeShapes are the bf16 decode kernels of Gemma-2 2B.
+var decodeShapes = []struct {
+	name string
+	spec Spec
+}{
+	{"kv", Matmul{R: 1, K: 2304, N: 1024, WType: gir.BF16}},
+	{"q", Matmul{R: 1, K: 2304, N: 2048, WType: gir.BF16}},
+	{"o", Matmul{R: 1, K: 2048, N: 2304, WType: gir.BF16}},
+	{"down", Matmul{R: 1, K: 9216, N: 2304, WType: gir.BF16}},
+	{"geglu", GeGLU{R: 1, K: 2304, F: 9216, WType: gir.BF16}},
+	{"lmhead4", Matmul{R: 1, K: 2304, N: 64000, WType: gir.BF16}}, // a quarter: the arena holds one copy
+}
+
+// BenchmarkDecode2B runs every 2B decode shape on 1 and 2 threads.
+func BenchmarkDecode2B(b *testing.B) {
+	for _, d := range decodeShapes {
+		for _, t := range []int{1, 2} {
+			b.Run(d.name+"_"+strconv.Itoa(t)+"T", func(b *testing.B) { benchGemm(b, d.spec, t) })
+		}
+	}
+}

@@ -27,7 +27,7 @@ func (s Matmul) Name() string {
 	return n
 }
 func (s Matmul) Items() int64       { return int64(s.N) }
-func (s Matmul) Granule() int64     { _, nc, _ := gemmTiling(s.R, 1); return int64(nc) }
+func (s Matmul) Granule() int64     { _, nc, _ := gemmTiling(s.R, 1, s.WType); return int64(nc) }
 func (s Matmul) Args() []string     { return []string{"out", "x", "w", "scalars"} }
 func (s Matmul) FLOPs() int64       { return 2 * int64(s.R) * int64(s.K) * int64(s.N) }
 func (s Matmul) WeightBytes() int64 { return int64(s.K) * int64(s.N) * int64(s.WType.Size()) }
@@ -63,7 +63,7 @@ func (s GeGLU) Name() string {
 	return fmt.Sprintf("geglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
 }
 func (s GeGLU) Items() int64       { return int64(s.F) }
-func (s GeGLU) Granule() int64     { _, nc, _ := gemmTiling(s.R, 2); return int64(nc) }
+func (s GeGLU) Granule() int64     { _, nc, _ := gemmTiling(s.R, 2, s.WType); return int64(nc) }
 func (s GeGLU) Args() []string     { return []string{"out", "x", "wgate", "wup", "scalars"} }
 func (s GeGLU) FLOPs() int64       { return 4 * int64(s.R) * int64(s.K) * int64(s.F) }
 func (s GeGLU) WeightBytes() int64 { return 2 * int64(s.K) * int64(s.F) * int64(s.WType.Size()) }
@@ -91,10 +91,17 @@ func checkWeightType(dt gir.DType) error {
 // gemmTiling picks the register tile for nw weight matrices: mr rows of x ×
 // nc weight rows (output columns), K unrolled by unroll vectors.
 //
-// Decode (R=1) is memory bound: 4 weight rows (per matrix) in flight, two
-// vectors each per step. Prefill keeps mr·nc·nw ≤ 24 accumulators in the 32
-// AVX-512 registers so each converted weight vector feeds mr FMAs.
-func gemmTiling(R, nw int) (mr, nc, unroll int) {
+// Decode (R=1) is memory bound: f32/f16 keep 4 weight rows (per matrix) in
+// flight, two vectors each per step. bf16 (the pair step: one cache line
+// per row per step) keeps decodeNC rows in flight — 8 for one matrix
+// (more concurrent streams measured faster on the LM head and q/k/v shapes),
+// 4 per matrix for GeGLU (8 streams already; 16 measured slower). Prefill
+// keeps mr·nc·nw ≤ 24 accumulators in the 32 AVX-512 registers so each
+// converted weight vector feeds mr FMAs.
+func gemmTiling(R, nw int, dt gir.DType) (mr, nc, unroll int) {
+	if R == 1 && dt == gir.BF16 {
+		return 1, decodeNC[nw-1], decodeUnroll[nw-1]
+	}
 	if R == 1 {
 		if nw == 1 {
 			return 1, 4, 2
@@ -112,7 +119,7 @@ func gemmTiling(R, nw int) (mr, nc, unroll int) {
 // rows (then single rows). The weights of a column tile (nc·K elements) stay
 // in L1 while the rows of x stream from L2.
 func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
-	mr, nc, unroll := gemmTiling(R, nw)
+	mr, nc, unroll := gemmTiling(R, nw, dt)
 	if g.L() < 16 && R > 1 {
 		// Fewer, narrower registers (16 on AVX2/NEON): halve the tile.
 		mr = (mr + 1) / 2
@@ -297,6 +304,14 @@ func (g *gen) dotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0, 
 	}
 	return d
 }
+
+// decodeNC and decodeUnroll are the bf16 decode (R=1) tile for one and two
+// weight matrices: weight rows in flight and K unroll in vectors (an odd
+// unroll steps by one pair, 2L elements, into one accumulator per row).
+var (
+	decodeNC     = [2]int{8, 4}
+	decodeUnroll = [2]int{1, 1}
+)
 
 // decodePrefetch is how far ahead (bytes) the decode GEMV prefetches each
 // weight row; 0 disables it.
