@@ -151,6 +151,10 @@ func runBench(env *Env, args []string) error {
 		if machine != nil {
 			fmt.Fprintf(env.Stdout, "%24s decode at %.0f%% of the bandwidth roofline (%.2f tok/s), prefill at %.0f%% of the FMA peak (%.1f GFLOP/s)\n",
 				"", 100*r.DecodeRooflineFraction, r.DecodeRooflineTokS, 100*r.PrefillPeakFraction, r.PrefillGFLOP)
+			if r.DecodeRooflineFraction > 1 {
+				fmt.Fprintf(env.Stdout, "%24s (above 100%%: %.1f MB of weights fit in the CPU caches, so memory bandwidth does not bound this model)\n",
+					"", float64(r.WeightBytesPerToken)/1e6)
+			}
 		}
 	}
 	if len(results) == 2 {
