@@ -39,17 +39,10 @@ func Build(out, src string, files map[string][]byte, cgo bool) error {
 		"go.sum": goSum,
 	}
 	for name, data := range files {
-		if strings.HasSuffix(name, ".go") {
-			if data, err = format.Source(data); err != nil {
-				return fmt.Errorf("generated %s: %w", name, err)
-			}
-		}
 		all[name] = data
 	}
-	for name, data := range all {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
-			return err
-		}
+	if err := WriteFiles(dir, all); err != nil {
+		return err
 	}
 	absOut, err := filepath.Abs(out)
 	if err != nil {
@@ -89,4 +82,27 @@ func SourceRoot() (string, error) {
 		}
 	}
 	return "", fmt.Errorf("gemmac build links gemmac's Go runtime and needs its source: run it from the gemmac checkout or set GEMMAC_SRC to it")
+}
+
+// WriteFiles writes files (paths relative to dir, "/"-separated) into dir,
+// creating folders, and runs gofmt's formatting over the Go sources so
+// generated code reads like hand-written code.
+func WriteFiles(dir string, files map[string][]byte) error {
+	for name, data := range files {
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		if strings.HasSuffix(name, ".go") {
+			formatted, err := format.Source(data)
+			if err != nil {
+				return fmt.Errorf("generated %s: %w", name, err)
+			}
+			data = formatted
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -31,11 +32,16 @@ func runBuild(env *Env, args []string) error {
 	dtype := fs.String("dtype", "", "weight dtype the kernels read (default: the checkpoint's)")
 	emit := fs.String("emit", "", "also write the generated kernels beside the binary: LLVM IR (ll) or assembly (asm, ptx)")
 	out := fs.StringP("output", "o", "", "the binary to write")
+	pkgDir := fs.String("emit-package", "", "instead of a binary, write an importable Go package (kernels linked through cgo, a Load function) into this directory")
+	pkgName := fs.String("package-name", "", "name of the --emit-package package (default: the directory's base name)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := required(fs, "model", "output"); err != nil {
+	if err := required(fs, "model"); err != nil {
 		return err
+	}
+	if (*out == "") == (*pkgDir == "") {
+		return usageError("give -o BIN or --emit-package DIR")
 	}
 	cudaTarget, isCUDA := ptx.Target{}, strings.HasPrefix(*target, "cuda")
 	var t codegen.Target
@@ -70,11 +76,14 @@ func runBuild(env *Env, args []string) error {
 	if context == 0 {
 		context = min(ckpt.Config.MaxPositionEmbeddings, 4096)
 	}
-	src, err := gobin.SourceRoot()
-	if err != nil {
-		return err
-	}
 	if isCUDA {
+		if *pkgDir != "" {
+			return usageError("--emit-package is for --target cpu")
+		}
+		src, err := gobin.SourceRoot()
+		if err != nil {
+			return err
+		}
 		return buildCUDA(env, ckpt, cudaTarget, context, *chunk, *emit, *out, src, start)
 	}
 	compiled, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: t, Context: context, Chunk: *chunk})
@@ -82,11 +91,31 @@ func runBuild(env *Env, args []string) error {
 		return err
 	}
 	if *emit != "" {
-		path := *out + "." + map[string]string{"ll": "ll", "asm": "s"}[*emit]
+		base := *out
+		if base == "" {
+			base = filepath.Join(*pkgDir, "kernels")
+		}
+		path := base + "." + map[string]string{"ll": "ll", "asm": "s"}[*emit]
 		if err := compiled.Emit(*emit, path); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.Stderr, "wrote %s\n", path)
+	}
+	if *pkgDir != "" {
+		name := *pkgName
+		if name == "" {
+			name = filepath.Base(*pkgDir)
+		}
+		if err := compiled.Package(*pkgDir, name); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stderr, "wrote package %s (%s): %d kernels for %s, context %d, in %.1fs\n",
+			name, *pkgDir, len(compiled.Artifact.Kernels), t.Name, context, time.Since(start).Seconds())
+		return nil
+	}
+	src, err := gobin.SourceRoot()
+	if err != nil {
+		return err
 	}
 	if err := compiled.Binary(*out, src); err != nil {
 		return err

@@ -1,0 +1,30 @@
+package cpu
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/runtime/model"
+	"github.com/gemmac/gemmac/runtime/plan"
+)
+
+// Linked prepares the engine of a program whose kernels were linked in at
+// build time (a binary from gemmac build, or a package from --emit-package):
+// planJSON is its embedded plan, table the address of its gemmac_kernels
+// symbol. The returned function has the signature of model.Options.Engine
+// and refuses a context other than the compiled one.
+func Linked(planJSON []byte, table unsafe.Pointer) (func(*frontend.Checkpoint, model.Options) (model.Engine, error), *plan.Artifact, error) {
+	art, err := plan.Unmarshal(planJSON)
+	if err != nil {
+		return nil, nil, err
+	}
+	kernels := NewKernels(table, art.Kernels)
+	engine := func(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, error) {
+		if opts.Context != art.Context {
+			return nil, fmt.Errorf("the kernels were compiled for a context of %d tokens, not %d (rebuild with --max-seq %d)", art.Context, opts.Context, opts.Context)
+		}
+		return New(art, kernels, ckpt, Options{Threads: opts.Threads})
+	}
+	return engine, art, nil
+}
