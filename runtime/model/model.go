@@ -22,7 +22,9 @@ type Options struct {
 	// Threads is the number of CPU threads; 0 means one per CPU.
 	Threads int
 	// Template names the built-in chat template ("gemma2", "systemgemma2",
-	// "gemma3"); "" detects it from tokenizer_config.json.
+	// "gemma3"), or "jinja" for the checkpoint's own chat_template rendered
+	// by a Jinja engine. "" detects which built-in the checkpoint's template
+	// is (the fast path), and renders it with Jinja when it is none of them.
 	Template string
 	// Tokenizer is a tokenizer.json to use instead of the one in the model
 	// directory.
@@ -34,9 +36,12 @@ type Options struct {
 
 // Model is a loaded checkpoint with its engine, tokenizer and chat template.
 type Model struct {
-	Config     *frontend.Config
-	Tokenizer  *tokenizer.Tokenizer // nil when the directory has none
+	Config    *frontend.Config
+	Tokenizer *tokenizer.Tokenizer // nil when the directory has none
+	// Template is the built-in chat template in use, or "jinja" when the
+	// checkpoint's own chat_template is rendered (see Options.Template).
 	Template   string
+	jinja      *chat.Template
 	EOS        []int // generation stops at any of these ids
 	Engine     Engine
 	checkpoint *frontend.Checkpoint
@@ -86,21 +91,8 @@ func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
 		return nil, fmt.Errorf("tokenizer %s has %d tokens, more than the model's vocab_size %d", tokPath, m.Tokenizer.VocabSize(), cfg.VocabSize)
 	}
 
-	m.Template = opts.Template
-	if m.Template == "" {
-		m.Template, err = chat.FromTokenizerConfig(filepath.Join(dir, "tokenizer_config.json"))
-		if errors.Is(err, fs.ErrNotExist) {
-			m.Template, err = "gemma2", nil
-			if name, ok := chat.Detect(ckpt.ChatTemplate); ok {
-				m.Template = name
-			}
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	if !slices.Contains(chat.Names(), m.Template) {
-		return nil, fmt.Errorf("unknown chat template %q (want one of %v)", m.Template, chat.Names())
+	if err := m.chooseTemplate(opts.Template, dir, ckpt.ChatTemplate); err != nil {
+		return nil, err
 	}
 	if m.EOS, err = stopIDs(dir, cfg, m.Tokenizer); err != nil {
 		return nil, err
@@ -175,4 +167,55 @@ func (m *Model) WeightBytesPerToken() int64 {
 		n += int64(len(t.Data))
 	}
 	return n
+}
+
+// chooseTemplate settles how conversations are rendered: a built-in by name
+// or detected from the checkpoint's template, else that template in Jinja.
+func (m *Model) chooseTemplate(name, dir, ggufTemplate string) error {
+	configPath := filepath.Join(dir, "tokenizer_config.json")
+	source := func() (*chat.Template, error) {
+		if ggufTemplate != "" {
+			if _, err := os.Stat(configPath); errors.Is(err, fs.ErrNotExist) {
+				return chat.ParseTemplate(ggufTemplate)
+			}
+		}
+		return chat.TemplateFromTokenizerConfig(configPath)
+	}
+	switch {
+	case name == "jinja":
+		t, err := source()
+		if err != nil {
+			return fmt.Errorf("--chat-template jinja: %w", err)
+		}
+		m.Template, m.jinja = "jinja", t
+		return nil
+	case name != "":
+		if !slices.Contains(chat.Names(), name) {
+			return fmt.Errorf("unknown chat template %q (want jinja or one of %v)", name, chat.Names())
+		}
+		m.Template = name
+		return nil
+	}
+	detected, err := chat.FromTokenizerConfig(configPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		m.Template = "gemma2"
+		if ggufTemplate == "" {
+			return nil
+		}
+		if name, ok := chat.Detect(ggufTemplate); ok {
+			m.Template = name
+			return nil
+		}
+	case err == nil:
+		m.Template = detected
+		return nil
+	}
+	// Not a template gemmac knows: render the checkpoint's own.
+	t, jerr := source()
+	if jerr != nil {
+		return errors.Join(err, jerr)
+	}
+	m.Template, m.jinja = "jinja", t
+	return nil
 }

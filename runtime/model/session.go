@@ -247,7 +247,12 @@ func (m *Model) ChatPrompt(msgs []chat.Message) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	text, err := chat.Render(m.Template, msgs, true)
+	var text string
+	if m.jinja != nil {
+		text, err = m.jinja.Render(msgs, true, nil)
+	} else {
+		text, err = chat.Render(m.Template, msgs, true)
+	}
 	if err != nil {
 		return nil, err
 	}

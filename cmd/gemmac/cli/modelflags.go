@@ -26,7 +26,7 @@ func (m *modelFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&m.maxSeq, "max-seq", 0, "context length in tokens (default min(max_position_embeddings, 4096))")
 	fs.IntVar(&m.threads, "threads", 0, "CPU threads (default: one per CPU)")
 	fs.StringVar(&m.tokenizer, "tokenizer", "", "tokenizer.json to use instead of the model directory's")
-	fs.StringVar(&m.template, "chat-template", "", "built-in chat template: gemma2, systemgemma2 or gemma3 (default: detected from tokenizer_config.json)")
+	fs.StringVar(&m.template, "chat-template", "", "gemma2, systemgemma2 or gemma3 (built-in renderers), or jinja (the checkpoint's own template); default: the built-in the checkpoint's template matches, else jinja")
 }
 
 func (m *modelFlags) load(fs *pflag.FlagSet, env *Env) (*model.Model, error) {
