@@ -10,7 +10,8 @@ import (
 // Embed is out[r] = table[ids[r]] · scale.
 //
 // Args: out f32[R×H], table TType[V×H], ids i32[R], scalars. Items: rows
-// (< n_valid). Ids are validated by the runtime.
+// (< n_valid). Ids are validated by the runtime. TType may be q8_0 or q4_0
+// (H a multiple of 32): rows are dequantised, then scaled.
 type Embed struct {
 	R, H, V int
 	TType   gir.DType
@@ -27,10 +28,17 @@ func (s Embed) Validate() error {
 	if err := positive("R, H and V", s.R, s.H, s.V); err != nil {
 		return err
 	}
+	if s.TType.IsQuantized() {
+		return checkQuant(s.TType, s.H)
+	}
 	return checkWeightType(s.TType)
 }
 
 func (s Embed) emit(g *gen) {
+	if s.TType.IsQuantized() {
+		emitQEmbed(g, s)
+		return
+	}
 	out := g.argPtr(0, tF32)
 	table := g.argPtr(1, elemType(s.TType))
 	ids := g.argPtr(2, tI32)

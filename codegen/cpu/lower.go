@@ -165,14 +165,24 @@ func (l *lowering) lower(v *ir.Value) error {
 		return l.call(spec, v.Name, 1, out, a(0), a(1), scalars)
 	case ir.OpMatMul:
 		w := v.Args[1]
-		spec := codegen.Matmul{R: v.Args[0].Shape.Rows(), K: w.Shape[1], N: w.Shape[0], WType: w.DType}
+		var softcap float64
 		if m, ok := v.Aux.(ir.MatMul); ok {
-			spec.Softcap = float64(m.Softcap)
+			softcap = float64(m.Softcap)
+		}
+		var spec codegen.Spec = codegen.Matmul{R: v.Args[0].Shape.Rows(), K: w.Shape[1], N: w.Shape[0], WType: w.DType, Softcap: softcap}
+		if w.DType.IsQuantized() {
+			spec = codegen.QMatmul{R: v.Args[0].Shape.Rows(), K: w.Shape[1], N: w.Shape[0], WType: w.DType, Softcap: softcap}
 		}
 		return l.call(spec, v.Name, 0, out, a(0), a(1), scalars)
 	case ir.OpGeGLU:
 		w := v.Args[1]
-		spec := codegen.GeGLU{R: v.Args[0].Shape.Rows(), K: w.Shape[1], F: w.Shape[0], WType: w.DType}
+		if w.DType != v.Args[2].DType {
+			return fmt.Errorf("gate weights are %v, up weights %v: the kernel reads one dtype", w.DType, v.Args[2].DType)
+		}
+		var spec codegen.Spec = codegen.GeGLU{R: v.Args[0].Shape.Rows(), K: w.Shape[1], F: w.Shape[0], WType: w.DType}
+		if w.DType.IsQuantized() {
+			spec = codegen.QGeGLU{R: v.Args[0].Shape.Rows(), K: w.Shape[1], F: w.Shape[0], WType: w.DType}
+		}
 		return l.call(spec, v.Name, 0, out, a(0), a(1), a(2), scalars)
 	case ir.OpRMSNorm:
 		norm := v.Aux.(ir.RMSNorm)

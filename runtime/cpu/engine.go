@@ -191,8 +191,16 @@ func (e *Engine) fillRoPE() error {
 func (e *Engine) warmWeights() {
 	var sink byte
 	for i, w := range e.art.Weights {
-		dt, _ := ir.ParseDType(w.DType)
-		n := ir.Shape(w.Shape).Elems() * max(dt.Size(), 1)
+		n := ir.Shape(w.Shape).Elems() * 4 // derived weights are f32
+		if w.Derived == nil {
+			dt, err := ir.ParseDType(w.DType)
+			if err != nil {
+				continue
+			}
+			if n, err = dt.TensorBytes(w.Shape); err != nil {
+				continue
+			}
+		}
 		b := unsafe.Slice((*byte)(e.weights[i]), n)
 		for off := 0; off < n; off += 4096 {
 			sink ^= b[off]

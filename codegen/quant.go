@@ -1,0 +1,351 @@
+package codegen
+
+// Kernels for llama.cpp's block-quantised weights (q8_0, q4_0; see
+// ir/quant.go for the layouts). Activations stay f32: each block's f16 scale
+// is widened, its 32 integers are widened to f32 vectors in registers and
+// multiplied with x, so the result is that of an f32 matmul with the
+// dequantised weights (what the interpreter and the float64 references for
+// the quantised GGUFs compute), not llama.cpp's integer dot products.
+
+import (
+	"fmt"
+
+	gir "github.com/gemmac/gemmac/ir"
+	"github.com/llir/llvm/ir/value"
+)
+
+// QMatmul is Matmul for q8_0 / q4_0 weights: out[r,j] = Σ_k x[r,k]·w[j,k]
+// (+ optional softcap epilogue), w dequantised block by block.
+//
+// Args: out f32[R×N], x f32[R×K], w WType[N×K] (N rows of K/32 blocks),
+// scalars i64{pos, n_valid}. Items: the N output columns; rows ≥ n_valid are
+// not computed. K must be a multiple of 32.
+type QMatmul struct {
+	R, K, N int
+	WType   gir.DType // Q8_0 or Q4_0
+	Softcap float64   // 0: none; c > 0: out = c·tanh(out/c)
+}
+
+func (s QMatmul) Name() string {
+	n := fmt.Sprintf("qmatmul_r%d_k%d_n%d_%s", s.R, s.K, s.N, s.WType)
+	if s.Softcap != 0 {
+		n += "_softcap" + fname(s.Softcap)
+	}
+	return n
+}
+func (s QMatmul) Items() int64   { return int64(s.N) }
+func (s QMatmul) Granule() int64 { _, nc := qTiling(s.R, 1, 16); return int64(nc) }
+func (s QMatmul) Args() []string { return []string{"out", "x", "w", "scalars"} }
+func (s QMatmul) FLOPs() int64   { return 2 * int64(s.R) * int64(s.K) * int64(s.N) }
+
+// WeightBytes is the size of w as stored (34 or 18 bytes per 32 weights).
+func (s QMatmul) WeightBytes() int64 { return int64(s.N) * int64(s.WType.BytesFor(s.K)) }
+func (s QMatmul) Validate() error {
+	if err := positive("R, K and N", s.R, s.K, s.N); err != nil {
+		return err
+	}
+	if s.Softcap < 0 {
+		return fmt.Errorf("softcap must be ≥ 0")
+	}
+	return checkQuant(s.WType, s.K)
+}
+
+func (s QMatmul) emit(g *gen) {
+	emitQGemm(g, s.R, s.K, s.N, s.WType, 1, func(d []value.Value) value.Value {
+		if s.Softcap != 0 {
+			return g.softcap(d[0], s.Softcap)
+		}
+		return d[0]
+	})
+}
+
+// QGeGLU is GeGLU for q8_0 / q4_0 weights: out[r,j] = gelu_tanh(x_r·wgate_j)
+// · (x_r·wup_j).
+//
+// Args: out f32[R×F], x f32[R×K], wgate WType[F×K], wup WType[F×K], scalars.
+// Items: the F output columns. K must be a multiple of 32.
+type QGeGLU struct {
+	R, K, F int
+	WType   gir.DType
+}
+
+func (s QGeGLU) Name() string {
+	return fmt.Sprintf("qgeglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
+}
+func (s QGeGLU) Items() int64       { return int64(s.F) }
+func (s QGeGLU) Granule() int64     { _, nc := qTiling(s.R, 2, 16); return int64(nc) }
+func (s QGeGLU) Args() []string     { return []string{"out", "x", "wgate", "wup", "scalars"} }
+func (s QGeGLU) FLOPs() int64       { return 4 * int64(s.R) * int64(s.K) * int64(s.F) }
+func (s QGeGLU) WeightBytes() int64 { return 2 * int64(s.F) * int64(s.WType.BytesFor(s.K)) }
+func (s QGeGLU) Validate() error {
+	if err := positive("R, K and F", s.R, s.K, s.F); err != nil {
+		return err
+	}
+	return checkQuant(s.WType, s.K)
+}
+
+func (s QGeGLU) emit(g *gen) {
+	emitQGemm(g, s.R, s.K, s.F, s.WType, 2, func(d []value.Value) value.Value {
+		return g.fmul(g.gelu(d[0]), d[1])
+	})
+}
+
+func checkQuant(dt gir.DType, k int) error {
+	if !dt.IsQuantized() {
+		return fmt.Errorf("weight dtype %v is not quantised (want q8_0 or q4_0)", dt)
+	}
+	if k%gir.QK != 0 {
+		return fmt.Errorf("K = %d is not a whole number of %d-weight blocks", k, gir.QK)
+	}
+	return nil
+}
+
+// qTiling picks the register tile for nw quantised weight matrices: mr rows
+// of x × nc weight rows (output columns). Decode (R=1) keeps 8 weight rows
+// in flight (4 per matrix for GeGLU), like the bf16 GEMV. Prefill reuses each
+// dequantised (and scaled) block for mr rows; narrower targets (fewer
+// registers) halve mr. The granule (nc) does not depend on the target.
+func qTiling(R, nw, lanes int) (mr, nc int) {
+	if R == 1 {
+		if nw == 1 {
+			return 1, 8
+		}
+		return 1, 4
+	}
+	mr = 4
+	if nw == 2 {
+		mr = 2
+	}
+	if lanes < 16 {
+		mr = (mr + 1) / 2
+	}
+	return mr, 4
+}
+
+// qDecodePrefetch is how far ahead (bytes) the quantised decode GEMV
+// prefetches each weight row; 0 disables it.
+var qDecodePrefetch = 1024
+
+// emitQGemm is the shared body of QMatmul and QGeGLU: column tiles of nc over
+// [lo, hi) (then single columns), inside them row tiles of mr over the valid
+// rows (then single rows).
+func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
+	mr, nc := qTiling(R, nw, g.L())
+	out := g.argPtr(0, tF32)
+	x := g.argPtr(1, tF32)
+	ws := make([]value.Value, nw)
+	for m := range ws {
+		ws[m] = g.argPtr(2+m, tI8)
+	}
+	_, nvalid := g.scalars(2 + nw)
+	nvalid = g.smin(nvalid, ci64(int64(R)))
+
+	cols := func(j value.Value, nc int) {
+		tile := func(r0 value.Value, mr int) {
+			d := g.qdotTile(x, ws, dt, K, r0, j, mr, nc)
+			for r := 0; r < mr; r++ {
+				rowOff := g.mulc(g.addc(r0, int64(r)), int64(N))
+				for c := 0; c < nc; c++ {
+					vals := make([]value.Value, nw)
+					for m := range vals {
+						vals[m] = d[m][r][c]
+					}
+					g.store(epi(vals), out, g.add(rowOff, g.addc(j, int64(c))))
+				}
+			}
+		}
+		var r value.Value = ci64(0)
+		if mr > 1 {
+			r = g.forRange(ci64(0), g.addc(nvalid, -int64(mr-1)), int64(mr), func(r value.Value) { tile(r, mr) })
+		}
+		g.forRange(r, nvalid, 1, func(r value.Value) { tile(r, 1) })
+	}
+	j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { cols(j, nc) })
+	if nc > 1 {
+		g.forRange(j, g.hi, 1, func(j value.Value) { cols(j, 1) })
+	}
+}
+
+// loadHalfAt loads the f16 at byte offset off of p (an i8*) as f32.
+func (g *gen) loadHalfAt(p, off value.Value) value.Value {
+	ptr := g.gep(tI8, p, off)
+	if g.t.nativeF16() {
+		h := g.b.NewLoad(tF16, g.b.NewBitCast(ptr, ptrT(tF16)))
+		h.Align = 1
+		return g.b.NewFPExt(h, tF32)
+	}
+	h := g.b.NewLoad(tI16, g.b.NewBitCast(ptr, ptrT(tI16)))
+	h.Align = 1
+	return g.halfBits(h)
+}
+
+// loadHalfSplatAt is splat(loadHalfAt(p, off)), broadcasting the half
+// before widening it where the target converts halves natively (one
+// broadcast and one vector conversion instead of a scalar round trip).
+func (g *gen) loadHalfSplatAt(p, off value.Value) value.Value {
+	L := g.L()
+	if !g.t.nativeF16() {
+		return g.splat(g.loadHalfAt(p, off), L)
+	}
+	h := g.b.NewLoad(tF16, g.b.NewBitCast(g.gep(tI8, p, off), ptrT(tF16)))
+	h.Align = 1
+	return g.b.NewFPExt(g.splat(h, L), g.vf())
+}
+
+// qWeights returns weights [i·L, (i+1)·L) of the block at byte offset boff
+// of p (an i8*), as integers widened to f32 (not yet scaled by d).
+func (g *gen) qWeights(dt gir.DType, p, boff value.Value, i int) value.Value {
+	L := g.L()
+	it := vecT(L, tI8)
+	if dt == gir.Q8_0 {
+		raw := g.loadVecRaw(tI8, L, p, g.addc(boff, int64(2+i*L)), nil)
+		return g.b.NewSIToFP(raw, g.vf())
+	}
+	// q4_0: byte j holds weight j (low nibble) and j+16 (high nibble).
+	per := gir.QK / 2 / L // vectors of low nibbles
+	raw := g.loadVecRaw(tI8, L, p, g.addc(boff, int64(2+(i%per)*L)), nil)
+	var nib value.Value
+	if i < per {
+		nib = g.b.NewAnd(raw, ci(it, 0x0f))
+	} else {
+		nib = g.b.NewLShr(raw, ci(it, 4))
+	}
+	return g.b.NewSIToFP(g.b.NewSub(nib, ci(it, 8)), g.vf())
+}
+
+// qdotTile returns d[m][r][c] = Σ_k x[r0+r, k] · w_m[j0+c, k] for an mr×nc
+// tile of quantised weights. Decode (mr = 1) sums x·q over a block and scales
+// the block's partial sum by d (one FMA per block and column); prefill scales
+// the widened weights once and uses them for all mr rows.
+func (g *gen) qdotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0, j0 value.Value, mr, nc int) [][][]value.Value {
+	L := g.L()
+	nv := gir.QK / L // vectors per block
+	nb := K / gir.QK
+	bb := int64(dt.BlockBytes())
+	rowBytes := int64(nb) * bb
+	nw := len(ws)
+	xr := make([]value.Value, mr)
+	for r := range xr {
+		xr[r] = g.gep(tF32, x, g.mulc(g.addc(r0, int64(r)), int64(K)))
+	}
+	wr := make([][]value.Value, nw)
+	for m := range wr {
+		wr[m] = make([]value.Value, nc)
+		for c := range wr[m] {
+			wr[m][c] = g.gep(tI8, ws[m], g.mulc(g.addc(j0, int64(c)), rowBytes))
+		}
+	}
+	at := func(m, r, c int) int { return (m*mr+r)*nc + c }
+	acc := make([]value.Value, nw*mr*nc)
+	for i := range acc {
+		acc[i] = cf(g.vf(), 0)
+	}
+	decode := mr == 1
+	step := func(b value.Value, acc []value.Value) []value.Value {
+		next := append([]value.Value(nil), acc...)
+		koff := g.mulc(b, gir.QK)
+		boff := g.mulc(b, bb)
+		xv := make([][]value.Value, mr)
+		for r := range xv {
+			xv[r] = make([]value.Value, nv)
+			for i := range xv[r] {
+				xv[r][i] = g.loadF(xr[r], g.addc(koff, int64(i*L)), nil)
+			}
+		}
+		for m := 0; m < nw; m++ {
+			for c := 0; c < nc; c++ {
+				d := g.loadHalfSplatAt(wr[m][c], boff)
+				if decode {
+					var s value.Value
+					for i := 0; i < nv; i++ {
+						w := g.qWeights(dt, wr[m][c], boff, i)
+						if s == nil {
+							s = g.fmul(xv[0][i], w)
+						} else {
+							s = g.fma(xv[0][i], w, s)
+						}
+					}
+					k := at(m, 0, c)
+					next[k] = g.fma(s, d, next[k])
+					continue
+				}
+				for i := 0; i < nv; i++ {
+					w := g.fmul(g.qWeights(dt, wr[m][c], boff, i), d)
+					for r := 0; r < mr; r++ {
+						k := at(m, r, c)
+						next[k] = g.fma(xv[r][i], w, next[k])
+					}
+				}
+			}
+		}
+		return next
+	}
+	// Blocks per loop step: about a cache line of each weight row, so one
+	// prefetch per line per row keeps the decode streams ahead.
+	ub := 1
+	if decode && nc > 1 {
+		ub = int((64 + bb - 1) / bb)
+	}
+	full := nb / ub * ub
+	if full > 0 {
+		_, acc = g.loop(ci64(0), ci64(int64(full)), int64(ub), acc, func(b value.Value, acc []value.Value) []value.Value {
+			if decode && nc > 1 && qDecodePrefetch > 0 {
+				boff := g.mulc(b, bb)
+				for m := 0; m < nw; m++ {
+					for c := 0; c < nc; c++ {
+						for o := int64(0); o < int64(ub)*bb; o += 64 {
+							g.prefetch(tI8, wr[m][c], g.addc(boff, int64(qDecodePrefetch)+o))
+						}
+					}
+				}
+			}
+			for u := 0; u < ub; u++ {
+				acc = step(g.addc(b, int64(u)), acc)
+			}
+			return acc
+		})
+	}
+	for b := full; b < nb; b++ {
+		acc = step(ci64(int64(b)), acc)
+	}
+	d := make([][][]value.Value, nw)
+	for m := range d {
+		d[m] = make([][]value.Value, mr)
+		for r := range d[m] {
+			d[m][r] = make([]value.Value, nc)
+			for c := range d[m][r] {
+				d[m][r][c] = g.reduce(acc[at(m, r, c)])
+			}
+		}
+	}
+	return d
+}
+
+// emitQEmbed is Embed's body for a quantised table: each row dequantised
+// block by block, (q·d)·scale (the same two roundings as dequantising, then
+// scaling).
+func emitQEmbed(g *gen, s Embed) {
+	L := g.L()
+	nv := gir.QK / L
+	bb := int64(s.TType.BlockBytes())
+	rowBytes := int64(s.H/gir.QK) * bb
+	out := g.argPtr(0, tF32)
+	table := g.argPtr(1, tI8)
+	ids := g.argPtr(2, tI32)
+	_, nvalid := g.scalars(3)
+	sc := cf(g.vf(), s.Scale)
+	g.forRange(g.lo, g.smin(g.hi, nvalid), 1, func(r value.Value) {
+		id := g.b.NewSExt(g.load(tI32, ids, r), tI64)
+		row := g.gep(tI8, table, g.mulc(id, rowBytes))
+		dst := g.mulc(r, int64(s.H))
+		g.forRange(ci64(0), ci64(int64(s.H/gir.QK)), 1, func(b value.Value) {
+			boff := g.mulc(b, bb)
+			d := g.loadHalfSplatAt(row, boff)
+			o := g.add(dst, g.mulc(b, gir.QK))
+			for i := 0; i < nv; i++ {
+				w := g.fmul(g.qWeights(s.TType, row, boff, i), d)
+				g.storeVec(g.fmul(w, sc), out, g.addc(o, int64(i*L)), nil)
+			}
+		})
+	})
+}

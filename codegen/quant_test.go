@@ -1,0 +1,307 @@
+package codegen
+
+import (
+	"math"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+
+	gir "github.com/gemmac/gemmac/ir"
+)
+
+// qbuf is a quantised weight matrix: its blocks (in a 64-byte aligned
+// buffer, as a GGUF's tensor data is) and the dequantised values in float64.
+type qbuf struct {
+	data []byte
+	vals []float64
+}
+
+// newQWeights quantises rows×cols values (cols a multiple of 32) with
+// llama.cpp's rounding and dequantises them back with ir.DequantizeRow.
+func newQWeights(t testing.TB, dt gir.DType, rows, cols int, src []float32) *qbuf {
+	t.Helper()
+	q, err := gir.Quantize(dt, gir.Shape{rows, cols}, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &qbuf{data: alignedBytes(len(q.Data)), vals: make([]float64, rows*cols)}
+	copy(w.data, q.Data)
+	deq := make([]float32, rows*cols)
+	if err := gir.DequantizeRow(dt, q.Data, deq); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range deq {
+		w.vals[i] = float64(v)
+	}
+	return w
+}
+
+func (w *qbuf) addr() uintptr { return addr(w.data) }
+
+func qmatmulCase(R, K, N int, dt gir.DType, nvalid int, softcap float64) kcase {
+	return kcase{QMatmul{R: R, K: K, N: N, WType: dt, Softcap: softcap}, func(t *testing.T, l *lib, s Spec) {
+		xs := float32(1)
+		if softcap > 0 {
+			xs = 4
+		}
+		x := randF32(R*K, 1, xs)
+		w := newQWeights(t, dt, N, K, randF32(N*K, 2, 1))
+		out := f32buf(R * N)
+		sc := scalarsBuf(3, int64(nvalid))
+		want := make([]float64, nvalid*N)
+		for r := 0; r < nvalid; r++ {
+			for j := 0; j < N; j++ {
+				var acc float64
+				for k := 0; k < K; k++ {
+					acc += float64(x[r*K+k]) * w.vals[j*K+k]
+				}
+				if softcap > 0 {
+					acc = softcap * math.Tanh(acc/softcap)
+				}
+				want[r*N+j] = acc
+			}
+		}
+		runSplits(t, l, s, []uintptr{addr(out), addr(x), w.addr(), addr(sc)}, func() { clear32(out) },
+			func(what string) {
+				checkRel(t, what, out[:nvalid*N], want, 1e-5)
+				checkUntouched(t, what, out[nvalid*N:])
+			})
+		runtime.KeepAlive(x)
+		runtime.KeepAlive(w)
+		runtime.KeepAlive(sc)
+	}}
+}
+
+func qgegluCase(R, K, F int, dt gir.DType, nvalid int) kcase {
+	return kcase{QGeGLU{R: R, K: K, F: F, WType: dt}, func(t *testing.T, l *lib, s Spec) {
+		x := randF32(R*K, 3, 1)
+		wg := newQWeights(t, dt, F, K, randF32(F*K, 4, 0.5))
+		wu := newQWeights(t, dt, F, K, randF32(F*K, 5, 0.5))
+		out := f32buf(R * F)
+		sc := scalarsBuf(0, int64(nvalid))
+		want := make([]float64, nvalid*F)
+		for r := 0; r < nvalid; r++ {
+			for j := 0; j < F; j++ {
+				var g, u float64
+				for k := 0; k < K; k++ {
+					g += float64(x[r*K+k]) * wg.vals[j*K+k]
+					u += float64(x[r*K+k]) * wu.vals[j*K+k]
+				}
+				want[r*F+j] = gelu64(g) * u
+			}
+		}
+		runSplits(t, l, s, []uintptr{addr(out), addr(x), wg.addr(), wu.addr(), addr(sc)}, func() { clear32(out) },
+			func(what string) {
+				checkRel(t, what, out[:nvalid*F], want, 1e-5)
+				checkUntouched(t, what, out[nvalid*F:])
+			})
+		runtime.KeepAlive(x)
+		runtime.KeepAlive(wg)
+		runtime.KeepAlive(wu)
+		runtime.KeepAlive(sc)
+	}}
+}
+
+// qembedCase checks Embed on a quantised table: bit for bit (q·d)·scale.
+func qembedCase(R, H, V int, dt gir.DType, scale float64, nvalid int) kcase {
+	return kcase{Embed{R: R, H: H, V: V, TType: dt, Scale: scale}, func(t *testing.T, l *lib, s Spec) {
+		tbl := newQWeights(t, dt, V, H, randF32(V*H, 12, 1))
+		ids := i32buf(R)
+		for i := range ids {
+			ids[i] = int32((i*7 + 3) % V)
+		}
+		out := f32buf(R * H)
+		sc := scalarsBuf(5, int64(nvalid))
+		want := make([]float32, nvalid*H)
+		for r := 0; r < nvalid; r++ {
+			for i := 0; i < H; i++ {
+				want[r*H+i] = float32(tbl.vals[int(ids[r])*H+i]) * float32(scale)
+			}
+		}
+		runSplits(t, l, s, []uintptr{addr(out), tbl.addr(), addr(ids), addr(sc)}, func() { clear32(out) },
+			func(what string) {
+				checkExact(t, what, out[:nvalid*H], want)
+				checkUntouched(t, what, out[nvalid*H:])
+			})
+		runtime.KeepAlive(tbl)
+		runtime.KeepAlive(ids)
+		runtime.KeepAlive(sc)
+	}}
+}
+
+// checkUntouched fails unless every element still holds clear32's NaN
+// (rows ≥ n_valid are never written).
+func checkUntouched(tb testing.TB, what string, s []float32) {
+	tb.Helper()
+	for i, v := range s {
+		if v == v {
+			tb.Fatalf("%s: element %d past the valid rows was written (%v)", what, i, v)
+		}
+	}
+}
+
+func quantCases() []kcase {
+	Q8, Q4 := gir.Q8_0, gir.Q4_0
+	var cs []kcase
+	for _, dt := range []gir.DType{Q8, Q4} {
+		cs = append(cs,
+			qmatmulCase(1, 64, 7, dt, 1, 0),
+			qmatmulCase(1, 96, 13, dt, 1, 0),
+			qmatmulCase(1, 2304, 19, dt, 1, 0),
+			qmatmulCase(1, 96, 11, dt, 1, 30),
+			qmatmulCase(5, 64, 11, dt, 4, 0),
+			qmatmulCase(5, 96, 9, dt, 5, 30),
+			qmatmulCase(5, 2304, 7, dt, 3, 0),
+			qmatmulCase(16, 96, 6, dt, 13, 0),
+			qgegluCase(1, 64, 7, dt, 1),
+			qgegluCase(1, 2304, 9, dt, 1),
+			qgegluCase(5, 96, 9, dt, 3),
+			qgegluCase(5, 2304, 5, dt, 5),
+			qembedCase(5, 64, 50, dt, 8, 4),
+			qembedCase(1, 2304, 3, dt, 48, 1),
+		)
+	}
+	return cs
+}
+
+func TestQuantKernels(t *testing.T) {
+	for _, tg := range testTargets() {
+		t.Run(tg.Name, func(t *testing.T) {
+			cases := quantCases()
+			m := NewModule(tg)
+			for _, c := range cases {
+				m.MustAdd(c.spec)
+			}
+			l := buildLib(t, m)
+			l.lanes = tg.Lanes
+			for _, c := range cases {
+				t.Run(c.spec.Name(), func(t *testing.T) { c.run(t, l, c.spec) })
+			}
+		})
+	}
+}
+
+// TestQuantCrossCompile checks that the quantised kernels compile for
+// AArch64 (NEON).
+func TestQuantCrossCompile(t *testing.T) {
+	tc, err := FindToolchain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := TargetByName("aarch64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewModule(tg)
+	for _, c := range quantCases() {
+		m.MustAdd(c.spec)
+	}
+	if err := tc.Compile(m, t.TempDir()+"/q_arm64.o", EmitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestQuantValidate(t *testing.T) {
+	bad := []Spec{
+		QMatmul{R: 1, K: 48, N: 4, WType: gir.Q8_0},
+		QMatmul{R: 1, K: 64, N: 4, WType: gir.BF16},
+		QMatmul{R: 1, K: 64, N: 4, WType: gir.Q4_0, Softcap: -1},
+		QGeGLU{R: 1, K: 40, F: 4, WType: gir.Q4_0},
+		QGeGLU{R: 0, K: 64, F: 4, WType: gir.Q4_0},
+		Embed{R: 1, H: 48, V: 4, TType: gir.Q8_0, Scale: 1},
+	}
+	for _, s := range bad {
+		if err := s.Validate(); err == nil {
+			t.Errorf("%s: accepted", s.Name())
+		}
+	}
+}
+
+// ---- benchmarks: the 2B decode shape (K=2304, N=9216), weight GB/s via
+// b.SetBytes, comparable with BenchmarkProbeRead ----
+
+var (
+	qbenchOnce sync.Once
+	qbenchLib  *lib
+	qbenchSpec = map[string]Spec{
+		"q8_0":       QMatmul{R: 1, K: 2304, N: 9216, WType: gir.Q8_0},
+		"q4_0":       QMatmul{R: 1, K: 2304, N: 9216, WType: gir.Q4_0},
+		"geglu_q8_0": QGeGLU{R: 1, K: 2304, F: 9216, WType: gir.Q8_0},
+		"geglu_q4_0": QGeGLU{R: 1, K: 2304, F: 9216, WType: gir.Q4_0},
+		"prefill_q8": QMatmul{R: 64, K: 2304, N: 2304, WType: gir.Q8_0},
+		"prefill_q4": QMatmul{R: 64, K: 2304, N: 2304, WType: gir.Q4_0},
+	}
+)
+
+func getQBenchLib(b *testing.B) *lib {
+	qbenchOnce.Do(func() {
+		if v := os.Getenv("GEMMAC_QPF"); v != "" {
+			qDecodePrefetch, _ = strconv.Atoi(v)
+		}
+		m := NewModule(HostTarget())
+		for _, s := range qbenchSpec {
+			m.MustAdd(s)
+		}
+		qbenchLib = buildLib(b, m)
+		qbenchLib.lanes = m.Target.Lanes
+	})
+	if qbenchLib == nil {
+		b.Fatal("benchmark library failed to build")
+	}
+	return qbenchLib
+}
+
+// benchQ runs a quantised kernel on weights from the benchmark arena (its
+// u16 read as f16 scales are normal numbers, so every block is valid),
+// rotating through distinct copies for decode as benchGemm does.
+func benchQ(b *testing.B, key string, threads int) {
+	l := getQBenchLib(b)
+	s := qbenchSpec[key]
+	var R, K, N, nw int
+	var wb, flops int64
+	switch s := s.(type) {
+	case QMatmul:
+		R, K, N, nw = s.R, s.K, s.N, 1
+		wb, flops = s.WeightBytes(), s.FLOPs()
+	case QGeGLU:
+		R, K, N, nw = s.R, s.K, s.F, 2
+		wb, flops = s.WeightBytes()/2, s.FLOPs()
+	}
+	x := randF32(R*K, 1, 1)
+	out := f32buf(R * N)
+	sc := scalarsBuf(0, int64(R))
+	a := getArena()
+	copies := int64(1)
+	if R == 1 {
+		copies = int64(len(a)*2) / (wb * int64(nw))
+	}
+	var argv [][]uintptr
+	for c := int64(0); c < copies; c++ {
+		args := []uintptr{addr(out), addr(x)}
+		for m := 0; m < nw; m++ {
+			args = append(args, addr(a)+uintptr((c*int64(nw)+int64(m))*wb))
+		}
+		argv = append(argv, append(args, addr(sc)))
+	}
+	b.SetBytes(wb * int64(nw))
+	b.ResetTimer()
+	runner{l, s.Name(), argv, s.Items(), s.Granule(), threads}.run(b)
+	b.StopTimer()
+	b.ReportMetric(float64(flops)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	runtime.KeepAlive(x)
+	runtime.KeepAlive(out)
+	runtime.KeepAlive(a)
+	runtime.KeepAlive(sc)
+}
+
+func BenchmarkQGEMVDecodeQ8_0(b *testing.B)     { benchQ(b, "q8_0", 1) }
+func BenchmarkQGEMVDecodeQ8_0_2T(b *testing.B)  { benchQ(b, "q8_0", 2) }
+func BenchmarkQGEMVDecodeQ4_0(b *testing.B)     { benchQ(b, "q4_0", 1) }
+func BenchmarkQGEMVDecodeQ4_0_2T(b *testing.B)  { benchQ(b, "q4_0", 2) }
+func BenchmarkQGeGLUDecodeQ8_0(b *testing.B)    { benchQ(b, "geglu_q8_0", 1) }
+func BenchmarkQGeGLUDecodeQ4_0(b *testing.B)    { benchQ(b, "geglu_q4_0", 1) }
+func BenchmarkQGEMMPrefillQ8_0(b *testing.B)    { benchQ(b, "prefill_q8", 1) }
+func BenchmarkQGEMMPrefillQ4_0(b *testing.B)    { benchQ(b, "prefill_q4", 1) }
+func BenchmarkQGEMMPrefillQ8_0_2T(b *testing.B) { benchQ(b, "prefill_q8", 2) }
