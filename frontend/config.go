@@ -284,3 +284,34 @@ func HumanCount(n int64) string {
 	}
 	return fmt.Sprintf("%.3gK", float64(n)/1e3)
 }
+
+// SameShape compares the fields compiled code depends on and names the first
+// that differs; c is the config the code was compiled for.
+func (c *Config) SameShape(got *Config) error {
+	fields := []struct {
+		name string
+		a, b any
+	}{
+		{"vocab_size", c.VocabSize, got.VocabSize},
+		{"hidden_size", c.HiddenSize, got.HiddenSize},
+		{"intermediate_size", c.IntermediateSize, got.IntermediateSize},
+		{"num_hidden_layers", c.NumHiddenLayers, got.NumHiddenLayers},
+		{"num_attention_heads", c.NumAttentionHeads, got.NumAttentionHeads},
+		{"num_key_value_heads", c.NumKeyValueHeads, got.NumKeyValueHeads},
+		{"head_dim", c.HeadDim, got.HeadDim},
+		{"query_pre_attn_scalar", c.QueryPreAttnScalar, got.QueryPreAttnScalar},
+		{"sliding_window", c.SlidingWindow, got.SlidingWindow},
+		{"attn_logit_softcapping", c.AttnLogitSoftcapping, got.AttnLogitSoftcapping},
+		{"final_logit_softcapping", c.FinalLogitSoftcapping, got.FinalLogitSoftcapping},
+		{"rope_theta", c.RopeTheta, got.RopeTheta},
+		{"rms_norm_eps", c.RMSNormEps, got.RMSNormEps},
+		{"tie_word_embeddings", c.TieWordEmbeddings, got.TieWordEmbeddings},
+		{"torch_dtype", c.ActivationDType(), got.ActivationDType()},
+	}
+	for _, f := range fields {
+		if f.a != f.b {
+			return fmt.Errorf("%s is %v, the binary was compiled for %v", f.name, f.b, f.a)
+		}
+	}
+	return nil
+}

@@ -74,7 +74,7 @@ func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, opts O
 	if len(kernels.fns) != len(art.Kernels) {
 		return nil, fmt.Errorf("the binary links %d kernels, its plan names %d", len(kernels.fns), len(art.Kernels))
 	}
-	if err := SameConfig(art.Config, ckpt.Config); err != nil {
+	if err := art.Config.SameShape(ckpt.Config); err != nil {
 		return nil, fmt.Errorf("checkpoint %s does not match the compiled model: %w", ckpt.Dir, err)
 	}
 	if threads <= 0 {
@@ -393,35 +393,4 @@ func (s *state) run(p *plan.Program, tokens []int32, pos int) ([]float32, error)
 	out := make([]float32, rows*p.Output.Cols)
 	copy(out, s.arena.f32s(p.Output.Offset, len(out)))
 	return out, nil
-}
-
-// SameConfig compares the fields of two configs that a compiled binary
-// depends on and names the first that differs.
-func SameConfig(compiled, got *frontend.Config) error {
-	fields := []struct {
-		name string
-		a, b any
-	}{
-		{"vocab_size", compiled.VocabSize, got.VocabSize},
-		{"hidden_size", compiled.HiddenSize, got.HiddenSize},
-		{"intermediate_size", compiled.IntermediateSize, got.IntermediateSize},
-		{"num_hidden_layers", compiled.NumHiddenLayers, got.NumHiddenLayers},
-		{"num_attention_heads", compiled.NumAttentionHeads, got.NumAttentionHeads},
-		{"num_key_value_heads", compiled.NumKeyValueHeads, got.NumKeyValueHeads},
-		{"head_dim", compiled.HeadDim, got.HeadDim},
-		{"query_pre_attn_scalar", compiled.QueryPreAttnScalar, got.QueryPreAttnScalar},
-		{"sliding_window", compiled.SlidingWindow, got.SlidingWindow},
-		{"attn_logit_softcapping", compiled.AttnLogitSoftcapping, got.AttnLogitSoftcapping},
-		{"final_logit_softcapping", compiled.FinalLogitSoftcapping, got.FinalLogitSoftcapping},
-		{"rope_theta", compiled.RopeTheta, got.RopeTheta},
-		{"rms_norm_eps", compiled.RMSNormEps, got.RMSNormEps},
-		{"tie_word_embeddings", compiled.TieWordEmbeddings, got.TieWordEmbeddings},
-		{"torch_dtype", compiled.ActivationDType(), got.ActivationDType()},
-	}
-	for _, f := range fields {
-		if f.a != f.b {
-			return fmt.Errorf("%s is %v, the binary was compiled for %v", f.name, f.b, f.a)
-		}
-	}
-	return nil
 }

@@ -78,7 +78,7 @@ func New(c *ptx.Compiled, ckpt *frontend.Checkpoint, opts Options) (*Engine, err
 	if c.PTX == "" {
 		return nil, fmt.Errorf("cuda: the compiled model has no PTX (run EmitPTX)")
 	}
-	if err := sameConfig(c.Artifact.Config, ckpt.Config); err != nil {
+	if err := c.Artifact.Config.SameShape(ckpt.Config); err != nil {
 		return nil, fmt.Errorf("checkpoint %s does not match the compiled model: %w", ckpt.Dir, err)
 	}
 	dev, err := Open(opts.Device)
@@ -535,34 +535,4 @@ func (s *State) DecodeArgmax(token int32, pos int) (int32, error) {
 		return 0, err
 	}
 	return ids[0], nil
-}
-
-// sameConfig compares the config fields the compiled kernels depend on.
-func sameConfig(compiled, got *frontend.Config) error {
-	fields := []struct {
-		name string
-		a, b any
-	}{
-		{"vocab_size", compiled.VocabSize, got.VocabSize},
-		{"hidden_size", compiled.HiddenSize, got.HiddenSize},
-		{"intermediate_size", compiled.IntermediateSize, got.IntermediateSize},
-		{"num_hidden_layers", compiled.NumHiddenLayers, got.NumHiddenLayers},
-		{"num_attention_heads", compiled.NumAttentionHeads, got.NumAttentionHeads},
-		{"num_key_value_heads", compiled.NumKeyValueHeads, got.NumKeyValueHeads},
-		{"head_dim", compiled.HeadDim, got.HeadDim},
-		{"query_pre_attn_scalar", compiled.QueryPreAttnScalar, got.QueryPreAttnScalar},
-		{"sliding_window", compiled.SlidingWindow, got.SlidingWindow},
-		{"attn_logit_softcapping", compiled.AttnLogitSoftcapping, got.AttnLogitSoftcapping},
-		{"final_logit_softcapping", compiled.FinalLogitSoftcapping, got.FinalLogitSoftcapping},
-		{"rope_theta", compiled.RopeTheta, got.RopeTheta},
-		{"rms_norm_eps", compiled.RMSNormEps, got.RMSNormEps},
-		{"tie_word_embeddings", compiled.TieWordEmbeddings, got.TieWordEmbeddings},
-		{"torch_dtype", compiled.ActivationDType(), got.ActivationDType()},
-	}
-	for _, f := range fields {
-		if f.a != f.b {
-			return fmt.Errorf("%s is %v, the model was compiled for %v", f.name, f.b, f.a)
-		}
-	}
-	return nil
 }

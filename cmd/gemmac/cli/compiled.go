@@ -38,7 +38,7 @@ func RunCUDA(kernels string, build []byte, args []string) int {
 		return 1
 	}
 	env.Engine = func(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, error) {
-		if err := cpu.SameConfig(info.Config, ckpt.Config); err != nil {
+		if err := info.Config.SameShape(ckpt.Config); err != nil {
 			return nil, fmt.Errorf("checkpoint %s does not match the compiled model: %w", ckpt.Dir, err)
 		}
 		if opts.Context != info.Context {
