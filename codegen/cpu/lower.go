@@ -10,7 +10,6 @@ import (
 	"github.com/gemmac/gemmac/codegen"
 	"github.com/gemmac/gemmac/frontend"
 	"github.com/gemmac/gemmac/ir"
-	"github.com/gemmac/gemmac/passes"
 	"github.com/gemmac/gemmac/runtime/plan"
 )
 
@@ -21,32 +20,14 @@ type Options struct {
 	Chunk   int // prefill tokens per call
 }
 
-// Entry points, and the graph shape each is built for.
-var entries = []struct {
-	name      string
-	decode    bool
-	allLogits bool
-}{
-	{"prefill", false, false},
-	{"prefill_all", false, true},
-	{"decode", true, true},
-}
-
 // Lower builds, optimises and lowers every entry point of cfg, adding the
 // kernels it needs to mod. dtypes are the checkpoint's weight dtypes.
 func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *codegen.Module) (*plan.Artifact, error) {
-	if opts.Context < 1 || opts.Context > cfg.MaxPositionEmbeddings {
-		return nil, fmt.Errorf("context %d is outside 1..%d (max_position_embeddings)", opts.Context, cfg.MaxPositionEmbeddings)
+	art, err := codegen.NewArtifact(cfg, "cpu "+opts.Target.Name, opts.Context)
+	if err != nil {
+		return nil, err
 	}
-	art := &plan.Artifact{
-		Version:  plan.Version,
-		Target:   "cpu " + opts.Target.Name,
-		Config:   cfg,
-		Context:  opts.Context,
-		RoPE:     plan.RoPETable{Dim: cfg.HeadDim, Theta: cfg.RopeTheta},
-		Programs: map[string]*plan.Program{},
-	}
-	l := &lowering{art: art, mod: mod, weights: map[string]int{}}
+	l := &lowering{art: art, mod: mod, weights: codegen.NewWeightTable(art)}
 	// The engine's pool threads wait for work inside this kernel.
 	if codegen.WorkerName != plan.WorkerKernel {
 		return nil, fmt.Errorf("codegen names the worker kernel %q, the plan %q", codegen.WorkerName, plan.WorkerKernel)
@@ -54,23 +35,16 @@ func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *
 	if _, err := mod.Add(codegen.Worker{}); err != nil {
 		return nil, err
 	}
-	for _, e := range entries {
-		tokens := min(opts.Chunk, opts.Context)
-		if e.decode {
-			tokens = 1
-		}
-		g, err := frontend.Build(e.name, cfg, frontend.GraphShape{Tokens: tokens, Context: opts.Context, AllLogits: e.allLogits}, dtypes)
+	for _, e := range codegen.Entries {
+		g, err := codegen.EntryGraph(e, cfg, dtypes, opts.Context, opts.Chunk)
 		if err != nil {
-			return nil, err
-		}
-		if err := passes.Run(g, passes.Options{}); err != nil {
 			return nil, err
 		}
 		p, err := l.program(g)
 		if err != nil {
-			return nil, fmt.Errorf("lowering %s: %w", e.name, err)
+			return nil, fmt.Errorf("lowering %s: %w", e.Name, err)
 		}
-		art.Programs[e.name] = p
+		art.Programs[e.Name] = p
 		art.KVBytes = max(art.KVBytes, g.KV.Bytes)
 	}
 	for _, s := range mod.Specs() {
@@ -82,7 +56,7 @@ func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *
 type lowering struct {
 	art     *plan.Artifact
 	mod     *codegen.Module
-	weights map[string]int // by name and derivation
+	weights *codegen.WeightTable
 	g       *ir.Graph
 	p       *plan.Program
 }
@@ -108,7 +82,7 @@ func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
 func (l *lowering) arg(v *ir.Value) plan.Arg {
 	switch v.Op {
 	case ir.OpWeight:
-		return plan.Arg{Kind: plan.ArgWeight, Index: l.weight(v)}
+		return plan.Arg{Kind: plan.ArgWeight, Index: l.weights.Index(v)}
 	case ir.OpInput:
 		if v.Name == frontend.InputTokens {
 			return plan.Arg{Kind: plan.ArgTokens}
@@ -116,21 +90,6 @@ func (l *lowering) arg(v *ir.Value) plan.Arg {
 		return plan.Arg{Kind: plan.ArgScalars}
 	}
 	return plan.Arg{Kind: plan.ArgArena, Offset: l.g.Mem.Offsets[v.ID]}
-}
-
-func (l *lowering) weight(v *ir.Value) int {
-	d, _ := v.Aux.(ir.Derived)
-	key := fmt.Sprintf("%s %v", v.Name, d)
-	if i, ok := l.weights[key]; ok {
-		return i
-	}
-	w := plan.Weight{Name: v.Name, DType: v.DType.String(), Shape: v.Shape}
-	if _, ok := v.Aux.(ir.Derived); ok {
-		w.Derived = &d
-	}
-	l.art.Weights = append(l.art.Weights, w)
-	l.weights[key] = len(l.art.Weights) - 1
-	return len(l.art.Weights) - 1
 }
 
 var scalars = plan.Arg{Kind: plan.ArgScalars}

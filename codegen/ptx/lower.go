@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/gemmac/gemmac/codegen"
 	"github.com/gemmac/gemmac/frontend"
 	"github.com/gemmac/gemmac/ir"
-	"github.com/gemmac/gemmac/passes"
 	"github.com/gemmac/gemmac/runtime/plan"
 )
 
@@ -77,17 +77,6 @@ type Compiled struct {
 	PTX string
 }
 
-// Entry points, as for the CPU.
-var entries = []struct {
-	name      string
-	decode    bool
-	allLogits bool
-}{
-	{"prefill", false, false},
-	{"prefill_all", false, true},
-	{"decode", true, true},
-}
-
 // Build builds, optimises and lowers every entry point of cfg.
 func Build(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options) (*Compiled, error) {
 	if opts.Target.SM == "" {
@@ -96,38 +85,24 @@ func Build(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options) (*Com
 	if opts.Chunk <= 0 {
 		opts.Chunk = 256
 	}
-	if opts.Context < 1 || opts.Context > cfg.MaxPositionEmbeddings {
-		return nil, fmt.Errorf("context %d is outside 1..%d (max_position_embeddings)", opts.Context, cfg.MaxPositionEmbeddings)
+	art, err := codegen.NewArtifact(cfg, "cuda "+opts.Target.SM, opts.Context)
+	if err != nil {
+		return nil, err
 	}
 	mod := NewModule(opts.Target)
-	art := &plan.Artifact{
-		Version:  plan.Version,
-		Target:   "cuda " + opts.Target.SM,
-		Config:   cfg,
-		Context:  opts.Context,
-		RoPE:     plan.RoPETable{Dim: cfg.HeadDim, Theta: cfg.RopeTheta},
-		Programs: map[string]*plan.Program{},
-	}
 	c := &Compiled{Artifact: art, Launches: map[string][]Launch{}, Module: mod}
-	l := &lowering{c: c, mod: mod, weights: map[string]int{}}
-	for _, e := range entries {
-		tokens := min(opts.Chunk, opts.Context)
-		if e.decode {
-			tokens = 1
-		}
-		g, err := frontend.Build(e.name, cfg, frontend.GraphShape{Tokens: tokens, Context: opts.Context, AllLogits: e.allLogits}, dtypes)
+	l := &lowering{c: c, mod: mod, weights: codegen.NewWeightTable(art)}
+	for _, e := range codegen.Entries {
+		g, err := codegen.EntryGraph(e, cfg, dtypes, opts.Context, opts.Chunk)
 		if err != nil {
-			return nil, err
-		}
-		if err := passes.Run(g, passes.Options{}); err != nil {
 			return nil, err
 		}
 		p, err := l.program(g)
 		if err != nil {
-			return nil, fmt.Errorf("lowering %s: %w", e.name, err)
+			return nil, fmt.Errorf("lowering %s: %w", e.Name, err)
 		}
-		art.Programs[e.name] = p
-		c.Launches[e.name] = l.launches
+		art.Programs[e.Name] = p
+		c.Launches[e.Name] = l.launches
 		art.KVBytes = max(art.KVBytes, g.KV.Bytes)
 	}
 	dec := art.Programs["decode"]
@@ -173,7 +148,7 @@ func (c *Compiled) Check() error {
 type lowering struct {
 	c        *Compiled
 	mod      *Module
-	weights  map[string]int
+	weights  *codegen.WeightTable
 	g        *ir.Graph
 	p        *plan.Program
 	launches []Launch
@@ -251,7 +226,7 @@ func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
 func (l *lowering) arg(v *ir.Value) plan.Arg {
 	switch v.Op {
 	case ir.OpWeight:
-		return plan.Arg{Kind: plan.ArgWeight, Index: l.weight(v)}
+		return plan.Arg{Kind: plan.ArgWeight, Index: l.weights.Index(v)}
 	case ir.OpInput:
 		if v.Name == frontend.InputTokens {
 			return plan.Arg{Kind: plan.ArgTokens}
@@ -395,22 +370,6 @@ func (l *lowering) ropeOK(v *ir.Value) error {
 		return fmt.Errorf("rope θ %g dim %d differs from the table's %g, %d", r.Theta, v.Shape[2], art.RoPE.Theta, art.RoPE.Dim)
 	}
 	return nil
-}
-
-func (l *lowering) weight(v *ir.Value) int {
-	d, _ := v.Aux.(ir.Derived)
-	key := fmt.Sprintf("%s %v", v.Name, d)
-	if i, ok := l.weights[key]; ok {
-		return i
-	}
-	w := plan.Weight{Name: v.Name, DType: v.DType.String(), Shape: v.Shape}
-	if _, ok := v.Aux.(ir.Derived); ok {
-		w.Derived = &d
-	}
-	art := l.c.Artifact
-	art.Weights = append(art.Weights, w)
-	l.weights[key] = len(art.Weights) - 1
-	return len(art.Weights) - 1
 }
 
 var scalars = plan.Arg{Kind: plan.ArgScalars}
