@@ -18,16 +18,21 @@ var (
 	benchLib  *lib
 	benchSpec = struct {
 		gemvBF16, gemvF32, gegluBF16, gemmBF16, gegluPrefill Spec
+		gemmF32, gegluPrefillF32, downF32, downBF16          Spec
 		read                                                 ProbeRead
 		fma                                                  ProbeFMA
 	}{
-		gemvBF16:     Matmul{R: 1, K: 2304, N: 9216, WType: gir.BF16},
-		gemvF32:      Matmul{R: 1, K: 2304, N: 9216, WType: gir.F32},
-		gegluBF16:    GeGLU{R: 1, K: 2304, F: 9216, WType: gir.BF16},
-		gemmBF16:     Matmul{R: 64, K: 2304, N: 2304, WType: gir.BF16},
-		gegluPrefill: GeGLU{R: 64, K: 2304, F: 2304, WType: gir.BF16},
-		read:         ProbeRead{Bytes: arenaBytes},
-		fma:          ProbeFMA{Iters: 20000},
+		gemvBF16:        Matmul{R: 1, K: 2304, N: 9216, WType: gir.BF16},
+		gemvF32:         Matmul{R: 1, K: 2304, N: 9216, WType: gir.F32},
+		gegluBF16:       GeGLU{R: 1, K: 2304, F: 9216, WType: gir.BF16},
+		gemmBF16:        Matmul{R: 64, K: 2304, N: 2304, WType: gir.BF16},
+		gegluPrefill:    GeGLU{R: 64, K: 2304, F: 2304, WType: gir.BF16},
+		gemmF32:         Matmul{R: 64, K: 2304, N: 2304, WType: gir.F32},
+		gegluPrefillF32: GeGLU{R: 64, K: 2304, F: 2304, WType: gir.F32},
+		downF32:         Matmul{R: 64, K: 9216, N: 2304, WType: gir.F32},
+		downBF16:        Matmul{R: 64, K: 9216, N: 2304, WType: gir.BF16},
+		read:            ProbeRead{Bytes: arenaBytes},
+		fma:             ProbeFMA{Iters: 20000},
 	}
 )
 
@@ -55,6 +60,12 @@ func getArena() []uint16 {
 
 func getBenchLib(b *testing.B) *lib {
 	benchOnce.Do(func() {
+		if v := os.Getenv("GEMMAC_DX"); v != "" {
+			deinterleaveX = v != "0"
+		}
+		if v := os.Getenv("GEMMAC_KB"); v != "" {
+			prefillTileBytes, _ = strconv.ParseInt(v, 10, 64)
+		}
 		if v := os.Getenv("GEMMAC_PF"); v != "" {
 			decodePrefetch, _ = strconv.Atoi(v)
 		}
@@ -70,7 +81,7 @@ func getBenchLib(b *testing.B) *lib {
 		}
 		m := NewModule(HostTarget())
 		s := benchSpec
-		for _, sp := range []Spec{s.gemvBF16, s.gemvF32, s.gegluBF16, s.gemmBF16, s.gegluPrefill, s.read, s.fma} {
+		for _, sp := range []Spec{s.gemvBF16, s.gemvF32, s.gegluBF16, s.gemmBF16, s.gegluPrefill, s.gemmF32, s.gegluPrefillF32, s.downF32, s.downBF16, s.read, s.fma} {
 			m.MustAdd(sp)
 		}
 		for _, sp := range decodeShapes {
@@ -184,6 +195,11 @@ func BenchmarkGeGLUDecodeBF16_2T(b *testing.B) {
 func BenchmarkGEMMPrefillBF16(b *testing.B)    { benchGemm(b, benchSpec.gemmBF16, 1) }
 func BenchmarkGEMMPrefillBF16_2T(b *testing.B) { benchGemm(b, benchSpec.gemmBF16, 2) }
 func BenchmarkGeGLUPrefillBF16(b *testing.B)   { benchGemm(b, benchSpec.gegluPrefill, 1) }
+func BenchmarkGEMMPrefillF32(b *testing.B)     { benchGemm(b, benchSpec.gemmF32, 1) }
+func BenchmarkGEMMPrefillF32_2T(b *testing.B)  { benchGemm(b, benchSpec.gemmF32, 2) }
+func BenchmarkGeGLUPrefillF32(b *testing.B)    { benchGemm(b, benchSpec.gegluPrefillF32, 1) }
+func BenchmarkDownPrefillF32(b *testing.B)     { benchGemm(b, benchSpec.downF32, 1) }
+func BenchmarkDownPrefillBF16(b *testing.B)    { benchGemm(b, benchSpec.downBF16, 1) }
 
 func benchRead(b *testing.B, threads int) {
 	l := getBenchLib(b)

@@ -116,14 +116,16 @@ func gemmTiling(R, nw int, dt gir.DType) (mr, nc, unroll int) {
 
 // emitGemm is the shared body of Matmul and GeGLU: column tiles of nc over
 // [lo, hi) (then single columns), inside them row tiles of mr over the valid
-// rows (then single rows). The weights of a column tile (nc·K elements) stay
-// in L1 while the rows of x stream from L2.
+// rows (then single rows). The weights of a column tile (nc·K elements, or
+// one K block of them when that exceeds prefillTileBytes) stay in L1 while
+// the rows of x stream from L2.
 func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
 	mr, nc, unroll := gemmTiling(R, nw, dt)
 	if g.L() < 16 && R > 1 {
 		// Fewer, narrower registers (16 on AVX2/NEON): halve the tile.
 		mr = (mr + 1) / 2
 	}
+	L0 := g.L()
 	out := g.argPtr(0, tF32)
 	x := g.argPtr(1, tF32)
 	ws := make([]value.Value, nw)
@@ -133,16 +135,94 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	_, nvalid := g.scalars(2 + nw)
 	nvalid = g.smin(nvalid, ci64(int64(R)))
 
-	cols := func(j value.Value, nc int) {
+	// bf16 decode: de-interleave x once per call into a stack copy (even
+	// elements then odd ones per pair of vectors) for the pair step.
+	var xd value.Value
+	if R == 1 && dt == gir.BF16 && deinterleaveX && K <= 4096 {
+		if full := K / (2 * L0) * (2 * L0); full > 0 {
+			a := g.b.NewAlloca(tF32)
+			a.NElems = ci64(int64(full))
+			a.Align = 64
+			xd = a
+			ev := make([]constant.Constant, L0)
+			od := make([]constant.Constant, L0)
+			for i := range ev {
+				ev[i], od[i] = ci32(int64(2*i)), ci32(int64(2*i+1))
+			}
+			evM, odM := constant.NewVector(vecT(L0, tI32), ev...), constant.NewVector(vecT(L0, tI32), od...)
+			g.forRange(ci64(0), ci64(int64(full)), int64(2*L0), func(k value.Value) {
+				lo := g.loadF(x, k, nil)
+				hi := g.loadF(x, g.addc(k, int64(L0)), nil)
+				g.storeVec(g.b.NewShuffleVector(lo, hi, evM), xd, k, nil)
+				g.storeVec(g.b.NewShuffleVector(lo, hi, odM), xd, g.addc(k, int64(L0)), nil)
+			})
+		}
+	}
+	// K blocks (prefill): the weights of a column tile, nw·nc rows of kb
+	// elements, stay within prefillTileBytes (L1) while all rows of x pass;
+	// partial sums go through a stack scratch of nw·R·nc floats.
+	kb := K
+	if R > 1 && prefillTileBytes > 0 {
+		tile := int64(nw*nc) * int64(K) * int64(dt.Size())
+		if nb := (tile + prefillTileBytes - 1) / prefillTileBytes; nb > 1 {
+			kb = (K + int(nb) - 1) / int(nb)
+			kb = (kb + L0 - 1) / L0 * L0
+		}
+	}
+	// With one weight matrix the partial sums go to out itself and the K
+	// blocks are the outer loop (the x block of every column tile is then
+	// the same and stays in L2); GeGLU keeps nw·R·nc partial sums of the
+	// column tile in a stack scratch and loops over K blocks inside it.
+	kOuter := kb < K && nw == 1
+	var scratch value.Value
+	if kb < K && !kOuter {
+		a := g.b.NewAlloca(tF32)
+		a.NElems = ci64(int64(nw * R * nc))
+		a.Align = 64
+		scratch = a
+	}
+	sidx := func(m int, r, j value.Value, c int) value.Value {
+		if kOuter {
+			return g.add(g.mulc(r, int64(N)), g.addc(j, int64(c)))
+		}
+		return g.addc(g.mulc(r, int64(nw*nc)), int64(m*nc+c))
+	}
+	if kOuter {
+		scratch = out
+	}
+
+	// rows accumulates the column tile [j, j+nc) over K elements
+	// [k0, k0+klen): first (no partial sums in), last (epilogue to out,
+	// else partial sums out).
+	rows := func(j value.Value, nc int, k0 value.Value, klen int, first, last bool) {
 		tile := func(r0 value.Value, mr int) {
 			u := unroll
 			if mr > 1 || nc == 1 && R > 1 {
 				u = 1
 			}
-			d := g.dotTile(x, ws, dt, K, r0, j, mr, nc, u)
+			var init [][][]value.Value
+			if !first {
+				init = make([][][]value.Value, nw)
+				for m := range init {
+					init[m] = make([][]value.Value, mr)
+					for r := range init[m] {
+						init[m][r] = make([]value.Value, nc)
+						for c := range init[m][r] {
+							init[m][r][c] = g.load(tF32, scratch, sidx(m, g.addc(r0, int64(r)), j, c))
+						}
+					}
+				}
+			}
+			d := g.dotTile(x, xd, ws, dt, K, k0, klen, init, r0, j, mr, nc, u)
 			for r := 0; r < mr; r++ {
 				rowOff := g.mulc(g.addc(r0, int64(r)), int64(N))
 				for c := 0; c < nc; c++ {
+					if !last {
+						for m := 0; m < nw; m++ {
+							g.store(d[m][r][c], scratch, sidx(m, g.addc(r0, int64(r)), j, c))
+						}
+						continue
+					}
 					vals := make([]value.Value, nw)
 					for m := range vals {
 						vals[m] = d[m][r][c]
@@ -157,9 +237,37 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 		}
 		g.forRange(r, nvalid, 1, func(r value.Value) { tile(r, 1) })
 	}
-	j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { cols(j, nc) })
-	if nc > 1 {
-		g.forRange(j, g.hi, 1, func(j value.Value) { cols(j, 1) })
+	columns := func(body func(j value.Value, nc int)) {
+		j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { body(j, nc) })
+		if nc > 1 {
+			g.forRange(j, g.hi, 1, func(j value.Value) { body(j, 1) })
+		}
+	}
+	// blocks runs pass over the K blocks: the first, a loop over the
+	// middle ones, the last (with the remainder).
+	nfull := (K - 1) / kb // blocks before the last one
+	blocks := func(pass func(k0 value.Value, klen int, first, last bool)) {
+		pass(ci64(0), kb, true, false)
+		if nfull > 1 {
+			g.forRange(ci64(int64(kb)), ci64(int64(nfull*kb)), int64(kb), func(k0 value.Value) { pass(k0, kb, false, false) })
+		}
+		pass(ci64(int64(nfull*kb)), K-nfull*kb, false, true)
+	}
+	switch {
+	case kb >= K:
+		columns(func(j value.Value, nc int) { rows(j, nc, ci64(0), K, true, true) })
+	case kOuter:
+		blocks(func(k0 value.Value, klen int, first, last bool) {
+			columns(func(j value.Value, nc int) { rows(j, nc, k0, klen, first, last) })
+		})
+	default:
+		columns(func(j value.Value, nc int) {
+			if nc == 1 {
+				rows(j, nc, ci64(0), K, true, true)
+				return
+			}
+			blocks(func(k0 value.Value, klen int, first, last bool) { rows(j, nc, k0, klen, first, last) })
+		})
 	}
 }
 
@@ -167,7 +275,10 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 // tile, with mr·nc·len(ws)·unroll vector accumulators. Every weight vector is
 // loaded and widened once and used for all mr rows. K need not be a multiple
 // of the vector width: the last step is masked.
-func (g *gen) dotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0, j0 value.Value, mr, nc, unroll int) [][][]value.Value {
+//
+// K is the row stride of x and w; the dot runs over [k0, k0+klen), and init
+// (nil: zeros) holds scalar partial sums to start from.
+func (g *gen) dotTile(x, xd value.Value, ws []value.Value, dt gir.DType, K int, k0 value.Value, klen int, init [][][]value.Value, r0, j0 value.Value, mr, nc, unroll int) [][][]value.Value {
 	L := g.L()
 	prefetch := 0
 	if mr == 1 && nc > 1 {
@@ -177,13 +288,13 @@ func (g *gen) dotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0, 
 	et := elemType(dt)
 	xr := make([]value.Value, mr)
 	for r := range xr {
-		xr[r] = g.gep(tF32, x, g.mulc(g.addc(r0, int64(r)), int64(K)))
+		xr[r] = g.gep(tF32, x, g.add(g.mulc(g.addc(r0, int64(r)), int64(K)), k0))
 	}
 	wr := make([][]value.Value, nw)
 	for m := range wr {
 		wr[m] = make([]value.Value, nc)
 		for c := range wr[m] {
-			wr[m][c] = g.gep(et, ws[m], g.mulc(g.addc(j0, int64(c)), int64(K)))
+			wr[m][c] = g.gep(et, ws[m], g.add(g.mulc(g.addc(j0, int64(c)), int64(K)), k0))
 		}
 	}
 	at := func(m, r, c, u int) int { return ((m*mr+r)*nc+c)*unroll + u }
@@ -191,6 +302,16 @@ func (g *gen) dotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0, 
 	zero := cf(g.vf(), 0)
 	for i := range acc {
 		acc[i] = zero
+	}
+	if init != nil {
+		for m := 0; m < nw; m++ {
+			for r := 0; r < mr; r++ {
+				for c := 0; c < nc; c++ {
+					i := at(m, r, c, 0)
+					acc[i] = g.b.NewInsertElement(zero, init[m][r][c], ci32(0))
+				}
+			}
+		}
 	}
 	step := func(off, mask value.Value, u int, acc []value.Value) []value.Value {
 		next := append([]value.Value(nil), acc...)
@@ -232,6 +353,11 @@ func (g *gen) dotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0, 
 		evM, odM := constant.NewVector(vecT(L, tI32), ev...), constant.NewVector(vecT(L, tI32), od...)
 		xe, xo := make([]value.Value, mr), make([]value.Value, mr)
 		for r := range xe {
+			if xd != nil { // R = 1: x de-interleaved once per call
+				xe[r] = g.loadF(xd, off, nil)
+				xo[r] = g.loadF(xd, g.addc(off, int64(L)), nil)
+				continue
+			}
 			a := g.loadF(xr[r], off, nil)
 			b := g.loadF(xr[r], g.addc(off, int64(L)), nil)
 			xe[r] = g.b.NewShuffleVector(a, b, evM)
@@ -257,7 +383,7 @@ func (g *gen) dotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0, 
 	if pair && unroll%2 == 1 {
 		chunk = 2 * L
 	}
-	full := K / chunk * chunk
+	full := klen / chunk * chunk
 	if full > 0 {
 		_, acc = g.loop(ci64(0), ci64(int64(full)), int64(chunk), acc, func(k value.Value, acc []value.Value) []value.Value {
 			if pair {
@@ -281,10 +407,10 @@ func (g *gen) dotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0, 
 			return acc
 		})
 	}
-	for k := full; k < K; k += L {
+	for k := full; k < klen; k += L {
 		var mask value.Value
-		if K-k < L {
-			mask = maskConst(L, K-k)
+		if klen-k < L {
+			mask = maskConst(L, klen-k)
 		}
 		acc = step(ci64(int64(k)), mask, 0, acc)
 	}
@@ -312,6 +438,15 @@ var (
 	decodeNC     = [2]int{8, 4}
 	decodeUnroll = [2]int{1, 1}
 )
+
+// prefillTileBytes bounds the weights of a prefill column tile (nw·nc rows
+// of one K block) so they stay in L1 while the rows of x stream; K is split
+// into equal blocks to fit. 0 disables K blocking.
+var prefillTileBytes int64 = 18432
+
+// deinterleaveX: bf16 decode de-interleaves x once per call (K ≤ 4096)
+// instead of shuffling it in every pair step.
+var deinterleaveX = true
 
 // decodePrefetch is how far ahead (bytes) the decode GEMV prefetches each
 // weight row; 0 disables it.
