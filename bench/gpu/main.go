@@ -434,8 +434,15 @@ func bench2B(res *Results) (*Bench, error) {
 			b.WeightBytes += int64(ir.Shape(w.Shape).Elems() * 4)
 			continue
 		}
-		dt, _ := ir.ParseDType(w.DType)
-		b.WeightBytes += int64(ir.Shape(w.Shape).Elems() * dt.Size())
+		dt, err := ir.ParseDType(w.DType)
+		if err != nil {
+			return nil, err
+		}
+		n, err := dt.TensorBytes(w.Shape)
+		if err != nil {
+			return nil, fmt.Errorf("weight %s: %w", w.Name, err)
+		}
+		b.WeightBytes += int64(n)
 	}
 	st, err := eng.NewGPUState()
 	if err != nil {
