@@ -330,55 +330,32 @@ func readArray(r *reader, where string) (Array, error) {
 		}
 		a.Values = v
 	case TypeUint16:
-		v := make([]uint16, n)
-		for i := range v {
-			v[i] = le.Uint16(b[2*i:])
-		}
-		a.Values = v
+		a.Values = decode(b, 2, le.Uint16)
 	case TypeInt16:
-		v := make([]int16, n)
-		for i := range v {
-			v[i] = int16(le.Uint16(b[2*i:]))
-		}
-		a.Values = v
+		a.Values = decode(b, 2, func(b []byte) int16 { return int16(le.Uint16(b)) })
 	case TypeUint32:
-		v := make([]uint32, n)
-		for i := range v {
-			v[i] = le.Uint32(b[4*i:])
-		}
-		a.Values = v
+		a.Values = decode(b, 4, le.Uint32)
 	case TypeInt32:
-		v := make([]int32, n)
-		for i := range v {
-			v[i] = int32(le.Uint32(b[4*i:]))
-		}
-		a.Values = v
+		a.Values = decode(b, 4, func(b []byte) int32 { return int32(le.Uint32(b)) })
 	case TypeFloat32:
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = math.Float32frombits(le.Uint32(b[4*i:]))
-		}
-		a.Values = v
+		a.Values = decode(b, 4, func(b []byte) float32 { return math.Float32frombits(le.Uint32(b)) })
 	case TypeUint64:
-		v := make([]uint64, n)
-		for i := range v {
-			v[i] = le.Uint64(b[8*i:])
-		}
-		a.Values = v
+		a.Values = decode(b, 8, le.Uint64)
 	case TypeInt64:
-		v := make([]int64, n)
-		for i := range v {
-			v[i] = int64(le.Uint64(b[8*i:]))
-		}
-		a.Values = v
+		a.Values = decode(b, 8, func(b []byte) int64 { return int64(le.Uint64(b)) })
 	case TypeFloat64:
-		v := make([]float64, n)
-		for i := range v {
-			v[i] = math.Float64frombits(le.Uint64(b[8*i:]))
-		}
-		a.Values = v
+		a.Values = decode(b, 8, func(b []byte) float64 { return math.Float64frombits(le.Uint64(b)) })
 	}
 	return a, nil
+}
+
+// decode reads len(b)/size little-endian values of one fixed size.
+func decode[T any](b []byte, size int, read func([]byte) T) []T {
+	v := make([]T, len(b)/size)
+	for i := range v {
+		v[i] = read(b[size*i:])
+	}
+	return v
 }
 
 func readTensorInfo(r *reader, i uint64, alignment int) (TensorInfo, error) {
