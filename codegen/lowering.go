@@ -86,3 +86,18 @@ func (w *WeightTable) Index(v *ir.Value) int {
 	w.index[key] = len(w.art.Weights) - 1
 	return w.index[key]
 }
+
+// LeafArg is where a kernel finds an input or a weight; ok is false for the
+// values that live in the arena, which each target places itself.
+func (w *WeightTable) LeafArg(v *ir.Value) (arg plan.Arg, ok bool) {
+	switch v.Op {
+	case ir.OpWeight:
+		return plan.Arg{Kind: plan.ArgWeight, Index: w.Index(v)}, true
+	case ir.OpInput:
+		if v.Name == frontend.InputTokens {
+			return plan.Arg{Kind: plan.ArgTokens}, true
+		}
+		return plan.Arg{Kind: plan.ArgScalars}, true
+	}
+	return plan.Arg{}, false
+}

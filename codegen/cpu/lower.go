@@ -80,14 +80,8 @@ func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
 
 // arg is where a value lives for a kernel.
 func (l *lowering) arg(v *ir.Value) plan.Arg {
-	switch v.Op {
-	case ir.OpWeight:
-		return plan.Arg{Kind: plan.ArgWeight, Index: l.weights.Index(v)}
-	case ir.OpInput:
-		if v.Name == frontend.InputTokens {
-			return plan.Arg{Kind: plan.ArgTokens}
-		}
-		return plan.Arg{Kind: plan.ArgScalars}
+	if a, ok := l.weights.LeafArg(v); ok {
+		return a
 	}
 	return plan.Arg{Kind: plan.ArgArena, Offset: l.g.Mem.Offsets[v.ID]}
 }

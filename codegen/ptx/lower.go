@@ -224,14 +224,8 @@ func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
 }
 
 func (l *lowering) arg(v *ir.Value) plan.Arg {
-	switch v.Op {
-	case ir.OpWeight:
-		return plan.Arg{Kind: plan.ArgWeight, Index: l.weights.Index(v)}
-	case ir.OpInput:
-		if v.Name == frontend.InputTokens {
-			return plan.Arg{Kind: plan.ArgTokens}
-		}
-		return plan.Arg{Kind: plan.ArgScalars}
+	if a, ok := l.weights.LeafArg(v); ok {
+		return a
 	}
 	if r, off := viewRoot(v); r != nil {
 		if base, ok := l.override[r.ID]; ok {
