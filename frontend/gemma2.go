@@ -17,10 +17,16 @@ type GraphShape struct {
 	// AllLogits returns logits for every token of the chunk rather than only
 	// the last valid one.
 	AllLogits bool
+	// Batch makes each of the Tokens rows a sequence of its own: one
+	// decode step of Tokens conversations at once, row t at position pos[t]
+	// (pos is i32[Tokens]) with its own KV cache, every row's logits
+	// returned. The weights are read once for all rows.
+	Batch bool
 }
 
-// Graph inputs. "pos" is the position of the chunk's first token and
-// "n_valid" how many of its tokens are real; the rest is padding.
+// Graph inputs. "pos" is the position of the chunk's first token (of each
+// row, i32[T], in a Batch graph) and "n_valid" how many of its tokens (rows)
+// are real; the rest is padding.
 const (
 	InputTokens = "tokens"
 	InputPos    = "pos"
@@ -34,12 +40,20 @@ func Build(name string, c *Config, s GraphShape, dtypes map[string]ir.DType) (*i
 	if s.Tokens <= 0 || s.Context <= 0 {
 		return nil, fmt.Errorf("graph %s: tokens %d and context %d must be positive", name, s.Tokens, s.Context)
 	}
-	if s.Tokens > s.Context {
+	if s.Tokens > s.Context && !s.Batch {
 		return nil, fmt.Errorf("graph %s: chunk of %d tokens exceeds the context of %d", name, s.Tokens, s.Context)
+	}
+	if s.Batch && !s.AllLogits {
+		return nil, fmt.Errorf("graph %s: a batch graph returns every row's logits (set AllLogits)", name)
 	}
 	b := ir.NewBuilder(name)
 	b.Meta("tokens", s.Tokens)
 	b.Meta("context", s.Context)
+	posShape := ir.Shape{}
+	if s.Batch {
+		b.Meta("batch", s.Tokens)
+		posShape = ir.Shape{s.Tokens}
+	}
 	T, H, D := s.Tokens, c.HiddenSize, c.HeadDim
 	Hq, Hkv := c.NumAttentionHeads, c.NumKeyValueHeads
 
@@ -62,7 +76,7 @@ func Build(name string, c *Config, s GraphShape, dtypes map[string]ir.DType) (*i
 	}
 
 	tokens := b.Input(InputTokens, ir.I32, ir.Shape{T})
-	pos := b.Input(InputPos, ir.I32, ir.Shape{})
+	pos := b.Input(InputPos, ir.I32, posShape)
 	nValid := b.Input(InputValid, ir.I32, ir.Shape{})
 
 	embed := weight(EmbedName, c.VocabSize, H)

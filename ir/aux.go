@@ -99,7 +99,9 @@ func (a Derived) Apply(t Tensor) ([]float32, error) {
 
 // Attention is scaled dot-product attention over a static KV cache. The op
 // writes the chunk's keys and values into the cache of Layer, then attends
-// from each query to the cached keys it may see.
+// from each query to the cached keys it may see. With per-row positions
+// (PerRow) each row is a sequence of its own with its own cache, and its
+// query sees its own cached keys and its own new key.
 type Attention struct {
 	Layer int
 	// Scale multiplies q·k before the softcap (1 when folded into q).

@@ -16,8 +16,8 @@ const (
 	OpEmbed     // (table [V,H], ids i32[T]) → [T,H]: gather rows
 	OpMatMul    // (x [..,K], w [N,K]) → [..,N]: x·wᵀ, w in checkpoint layout
 	OpRMSNorm   // (x [..,H], w [H]) → x (Aux RMSNorm)
-	OpRoPE      // (x [T,N,D], pos) → x rotated for positions pos..pos+T-1 (Aux RoPE)
-	OpAttention // (q [T,Hq,D], k [T,Hkv,D], v [T,Hkv,D], pos, n_valid) → [T,Hq,D] (Aux Attention)
+	OpRoPE      // (x [T,N,D], pos) → x rotated for positions pos..pos+T-1, or pos[t] per row (Aux RoPE)
+	OpAttention // (q [T,Hq,D], k [T,Hkv,D], v [T,Hkv,D], pos, n_valid) → [T,Hq,D] (Aux Attention); see PerRow
 	OpSelectRow // (x [T,H], n_valid) → [1,H]: the last valid row
 	// Elementwise and shape ops.
 	OpAdd      // (a, b) same shape
@@ -105,6 +105,23 @@ func wantScalarI32(what string, v *Value) error {
 	return nil
 }
 
+// PerRow reports whether pos, the position argument of OpRoPE or
+// OpAttention, is an i32[T] vector rather than a scalar. A scalar is the
+// position of a chunk's first token, the chunk being consecutive tokens of
+// one sequence. A vector makes every row its own sequence — one token at
+// position pos[t] — as in a batched decode step: RoPE rotates row t for
+// pos[t], and attention reads and writes row t's own KV cache.
+func PerRow(pos *Value) bool { return len(pos.Shape) == 1 }
+
+// wantPositions checks pos for a chunk of tokens rows: an i32 scalar, or
+// i32[tokens] (PerRow).
+func wantPositions(pos *Value, tokens int) error {
+	if pos.DType == I32 && (len(pos.Shape) == 0 || len(pos.Shape) == 1 && pos.Shape[0] == tokens) {
+		return nil
+	}
+	return fmt.Errorf("pos %v is %v%v, want an i32 scalar or i32[%d]", pos, pos.DType, pos.Shape, tokens)
+}
+
 func wantRank(what string, v *Value, rank int) error {
 	if len(v.Shape) != rank {
 		return fmt.Errorf("%s %v has shape %v, want rank %d", what, v, v.Shape, rank)
@@ -169,7 +186,10 @@ func inferRoPE(args []*Value, aux Aux) (Shape, DType, error) {
 	if _, ok := aux.(RoPE); !ok {
 		return nil, 0, fmt.Errorf("aux is %T, want RoPE", aux)
 	}
-	if err := firstErr(wantF32("x", x), wantRank("x", x, 3), wantScalarI32("pos", pos)); err != nil {
+	if err := firstErr(wantF32("x", x), wantRank("x", x, 3)); err != nil {
+		return nil, 0, err
+	}
+	if err := wantPositions(pos, x.Shape[0]); err != nil {
 		return nil, 0, err
 	}
 	if x.Shape[2]%2 != 0 {
@@ -187,7 +207,10 @@ func inferAttention(args []*Value, aux Aux) (Shape, DType, error) {
 	if err := firstErr(
 		wantF32("q", q), wantF32("k", k), wantF32("v", v),
 		wantRank("q", q, 3), wantRank("k", k, 3), wantRank("v", v, 3),
-		wantScalarI32("pos", args[3]), wantScalarI32("n_valid", args[4])); err != nil {
+		wantScalarI32("n_valid", args[4])); err != nil {
+		return nil, 0, err
+	}
+	if err := wantPositions(args[3], q.Shape[0]); err != nil {
 		return nil, 0, err
 	}
 	if !k.Shape.Equal(v.Shape) {
@@ -202,7 +225,7 @@ func inferAttention(args []*Value, aux Aux) (Shape, DType, error) {
 	if a.CacheLen <= 0 || a.Window < 0 || (a.Window > 0 && a.CacheLen < min(a.Window, a.CacheLen)) {
 		return nil, 0, fmt.Errorf("bad cache length %d for window %d", a.CacheLen, a.Window)
 	}
-	if a.Window == 0 && a.CacheLen < q.Shape[0] {
+	if a.Window == 0 && !PerRow(args[3]) && a.CacheLen < q.Shape[0] {
 		return nil, 0, fmt.Errorf("cache of %d slots is shorter than the chunk of %d tokens", a.CacheLen, q.Shape[0])
 	}
 	return q.Shape, F32, nil

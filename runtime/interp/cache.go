@@ -78,31 +78,40 @@ func (c *Cache) fits(g *ir.Graph, pos, n int) error {
 // attention attends each valid query of the chunk to the keys it may see:
 // earlier positions from the cache, the chunk's own from its k and v. The
 // chunk is written to the cache only afterwards, so a chunk longer than a
-// sliding ring never overwrites keys its own early queries still need.
+// sliding ring never overwrites keys its own early queries still need. With
+// per-row positions, row t is a sequence of its own: its cache is
+// r.caches[t] and its only chunk key is its own.
 func (r *run) attention(dst []float32, v *ir.Value) error {
 	a := v.Aux.(ir.Attention)
 	q, k, val := r.vals[v.Args[0].ID], r.vals[v.Args[1].ID], r.vals[v.Args[2].ID]
 	T, Hq, D := v.Shape[0], v.Shape[1], v.Shape[2]
 	Hkv := v.Args[1].Shape[1]
 	group := Hq / Hkv
-	lc := r.cache.layers[a.Layer]
-	p0 := r.pos
+	perRow := ir.PerRow(v.Args[3])
 
-	keyAt := func(j, h int) (key, value []float32) {
-		if j >= p0 {
-			off := ((j-p0)*Hkv + h) * D
-			return k[off : off+D], val[off : off+D]
+	// row t's sequence: its cache, and where its part of the chunk starts
+	// (position and row).
+	seq := func(t int) (lc *layerCache, p0, row0 int) {
+		if perRow {
+			return r.caches[t].layers[a.Layer], r.pos[t], t
 		}
-		off := ((j%lc.slots)*Hkv + h) * D
-		return lc.k[off : off+D], lc.v[off : off+D]
+		return r.caches[0].layers[a.Layer], r.pos[0], 0
 	}
-
 	parallelFor(r.nValid*Hq, r.p.threads, func(lo, hi int) {
-		scores := make([]float32, 0, p0+T)
+		scores := make([]float32, 0, r.pos[0]+T)
 		acc := make([]float64, D)
 		for item := lo; item < hi; item++ {
 			t, h := item/Hq, item%Hq
-			i := p0 + t
+			lc, p0, row0 := seq(t)
+			keyAt := func(j, h int) (key, value []float32) {
+				if j >= p0 {
+					off := ((j-p0+row0)*Hkv + h) * D
+					return k[off : off+D], val[off : off+D]
+				}
+				off := ((j%lc.slots)*Hkv + h) * D
+				return lc.k[off : off+D], lc.v[off : off+D]
+			}
+			i := r.pos[t]
 			first := 0
 			if a.Window > 0 {
 				first = max(0, i-a.Window+1)
@@ -134,7 +143,8 @@ func (r *run) attention(dst []float32, v *ir.Value) error {
 	})
 
 	for t := 0; t < r.nValid; t++ {
-		slot := (p0 + t) % lc.slots
+		lc, _, _ := seq(t)
+		slot := r.pos[t] % lc.slots
 		copy(lc.k[slot*Hkv*D:(slot+1)*Hkv*D], k[t*Hkv*D:(t+1)*Hkv*D])
 		copy(lc.v[slot*Hkv*D:(slot+1)*Hkv*D], val[t*Hkv*D:(t+1)*Hkv*D])
 	}

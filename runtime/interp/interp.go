@@ -58,7 +58,7 @@ func New(g *ir.Graph, weights map[string]ir.Tensor, threads int) (*Program, erro
 		switch {
 		case v.DType == ir.I32 && len(v.Shape) == 1 && p.tokens == nil:
 			p.tokens = v
-		case v.Name == "pos" && len(v.Shape) == 0:
+		case v.Name == "pos" && v.DType == ir.I32 && len(v.Shape) <= 1:
 			p.pos = v
 		case v.Name == "n_valid" && len(v.Shape) == 0:
 			p.nValid = v
@@ -69,8 +69,16 @@ func New(g *ir.Graph, weights map[string]ir.Tensor, threads int) (*Program, erro
 	if p.tokens == nil {
 		return nil, fmt.Errorf("graph %s has no token input", g.Name)
 	}
+	if p.pos != nil && ir.PerRow(p.pos) && p.pos.Shape[0] != p.tokens.Shape[0] {
+		return nil, fmt.Errorf("graph %s has %d positions for %d tokens", g.Name, p.pos.Shape[0], p.tokens.Shape[0])
+	}
 	return p, nil
 }
+
+// Batch reports whether every row of the graph is a sequence of its own
+// (per-row positions and caches, frontend.GraphShape.Batch): run it with
+// RunRows.
+func (p *Program) Batch() bool { return p.pos != nil && ir.PerRow(p.pos) }
 
 // Graph is the program's graph.
 func (p *Program) Graph() *ir.Graph { return p.g }
@@ -84,12 +92,56 @@ func (p *Program) Tokens() int { return p.tokens.Shape[0] }
 // returns the graph's first output.
 func (p *Program) Run(cache *Cache, tokens []int32, pos int) ([]float32, error) {
 	n := len(tokens)
+	if p.Batch() {
+		return nil, fmt.Errorf("graph %s runs one sequence per row: call RunRows", p.g.Name)
+	}
 	if n == 0 || n > p.Tokens() {
 		return nil, fmt.Errorf("graph %s takes 1 to %d tokens, got %d", p.g.Name, p.Tokens(), n)
 	}
 	if err := cache.fits(p.g, pos, n); err != nil {
 		return nil, err
 	}
+	positions := make([]int, p.Tokens())
+	for t := range positions {
+		positions[t] = pos + t
+	}
+	return p.run(&run{p: p, caches: []*Cache{cache}, pos: positions, nValid: n}, tokens)
+}
+
+// RunRows executes a Batch graph: row t is token tokens[t] of its own
+// sequence, at position pos[t], with the KV cache caches[t]. Fewer rows than
+// Tokens() leave the rest as padding, which touches no cache. It returns
+// the graph's first output (every row's logits).
+func (p *Program) RunRows(caches []*Cache, tokens []int32, pos []int) ([]float32, error) {
+	n := len(tokens)
+	if !p.Batch() {
+		return nil, fmt.Errorf("graph %s runs one sequence: call Run", p.g.Name)
+	}
+	if n == 0 || n > p.Tokens() {
+		return nil, fmt.Errorf("graph %s takes 1 to %d rows, got %d", p.g.Name, p.Tokens(), n)
+	}
+	if len(caches) != n || len(pos) != n {
+		return nil, fmt.Errorf("graph %s: %d tokens, %d caches and %d positions", p.g.Name, n, len(caches), len(pos))
+	}
+	for t, c := range caches {
+		if c == nil {
+			return nil, fmt.Errorf("row %d has no cache", t)
+		}
+		for u := range t {
+			if caches[u] == c {
+				return nil, fmt.Errorf("rows %d and %d share a cache", u, t)
+			}
+		}
+		if err := c.fits(p.g, pos[t], 1); err != nil {
+			return nil, fmt.Errorf("row %d: %w", t, err)
+		}
+	}
+	positions := make([]int, p.Tokens()) // padding rows rotate for position 0
+	copy(positions, pos)
+	return p.run(&run{p: p, caches: caches, pos: positions, nValid: n}, tokens)
+}
+
+func (p *Program) run(r *run, tokens []int32) ([]float32, error) {
 	vocab := -1
 	for _, v := range p.g.Values {
 		if v.Op == ir.OpEmbed {
@@ -101,7 +153,7 @@ func (p *Program) Run(cache *Cache, tokens []int32, pos int) ([]float32, error) 
 			return nil, fmt.Errorf("token %d at index %d is outside the vocabulary of %d", t, i, vocab)
 		}
 	}
-	r := &run{p: p, cache: cache, pos: pos, nValid: n, vals: make([][]float32, len(p.g.Values))}
+	r.vals = make([][]float32, len(p.g.Values))
 	r.ids = make([]int32, p.Tokens())
 	copy(r.ids, tokens)
 	for _, v := range p.g.Values {
@@ -114,9 +166,11 @@ func (p *Program) Run(cache *Cache, tokens []int32, pos int) ([]float32, error) 
 
 // run is the state of one Run: a buffer per value.
 type run struct {
-	p      *Program
-	cache  *Cache
-	pos    int
+	p *Program
+	// caches is the one sequence's cache, or each row's (RunRows).
+	caches []*Cache
+	// pos is each row's position.
+	pos    []int
 	nValid int
 	ids    []int32
 	vals   [][]float32

@@ -61,13 +61,14 @@ func rmsNorm(dst, x, w []float32, eps, offset float32) {
 	}
 }
 
-// rope rotates each head's halves (i, i+D/2) by angle position·θ^(-2i/D).
-func rope(dst, x []float32, shape ir.Shape, pos int, theta float32) {
+// rope rotates each head's halves (i, i+D/2) by angle position·θ^(-2i/D),
+// row t being at position pos[t].
+func rope(dst, x []float32, shape ir.Shape, pos []int, theta float32) {
 	tokens, heads, d := shape[0], shape[1], shape[2]
 	half := d / 2
 	cos, sin := make([]float64, half), make([]float64, half)
 	for t := 0; t < tokens; t++ {
-		p := float64(pos + t)
+		p := float64(pos[t])
 		for i := 0; i < half; i++ {
 			freq := math.Pow(float64(theta), -float64(2*i)/float64(d))
 			sin[i], cos[i] = math.Sincos(p * freq)

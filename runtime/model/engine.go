@@ -28,3 +28,29 @@ type State interface {
 	// Bytes is the memory the cache holds.
 	Bytes() int64
 }
+
+// BatchEngine is an Engine that also runs one decode step of several
+// sequences as one call, reading the weights once for all of them.
+// Engines compiled with a batched decode entry point implement it.
+type BatchEngine interface {
+	Engine
+	// MaxBatch is the most rows one DecodeBatch takes.
+	MaxBatch() int
+	// DecodeBatch feeds each row's token to its state at its position and
+	// returns one row of logits per row. The states must come from this
+	// engine's NewState, all different; each row is validated (token,
+	// position) before any is run.
+	DecodeBatch(rows []BatchRow) ([][]float32, error)
+}
+
+// BatchRow is one sequence's token in a batched decode step.
+type BatchRow struct {
+	State State
+	Token int32
+	// Pos is the token's position: the number of tokens the state's cache
+	// holds before it.
+	Pos int
+	// Out, when it holds a row of logits (vocab_size floats), receives
+	// them, and DecodeBatch returns it instead of a new slice.
+	Out []float32
+}

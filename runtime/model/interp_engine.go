@@ -28,6 +28,8 @@ type InterpEngine struct {
 	prefillAllOnce sync.Once
 	prefillAll     *interp.Program
 	prefillAllErr  error
+	// batch is the batched decode step (EnableBatch), or nil.
+	batch *interp.Program
 }
 
 // NewInterpEngine builds the prefill and decode graphs for a context of
@@ -46,6 +48,64 @@ func NewInterpEngine(ckpt *frontend.Checkpoint, context, threads int) (*InterpEn
 		return nil, err
 	}
 	return e, nil
+}
+
+// EnableBatch builds the batched decode step for up to rows sequences, which
+// makes the engine a BatchEngine with MaxBatch rows. Call it before the
+// engine is shared.
+func (e *InterpEngine) EnableBatch(rows int) error {
+	if rows < 1 {
+		return fmt.Errorf("a batch of %d rows", rows)
+	}
+	g, err := frontend.Build("decode_batch", e.cfg, frontend.GraphShape{Tokens: rows, Context: e.context, AllLogits: true, Batch: true}, e.dtypes)
+	if err != nil {
+		return err
+	}
+	e.batch, err = interp.New(g, e.weights, e.threads)
+	return err
+}
+
+// MaxBatch is the rows of the batched decode step; 0 before EnableBatch.
+func (e *InterpEngine) MaxBatch() int {
+	if e.batch == nil {
+		return 0
+	}
+	return e.batch.Tokens()
+}
+
+// DecodeBatch runs one token of each row's sequence through the batched
+// decode graph.
+func (e *InterpEngine) DecodeBatch(rows []BatchRow) ([][]float32, error) {
+	if e.batch == nil {
+		return nil, fmt.Errorf("the engine has no batched decode step")
+	}
+	if len(rows) > e.batch.Tokens() {
+		return nil, fmt.Errorf("%d rows exceed the batch of %d", len(rows), e.batch.Tokens())
+	}
+	caches := make([]*interp.Cache, len(rows))
+	tokens := make([]int32, len(rows))
+	pos := make([]int, len(rows))
+	for i, r := range rows {
+		st, ok := r.State.(*interpState)
+		if !ok || st.e != e {
+			return nil, fmt.Errorf("row %d: the state is not one of this engine's", i)
+		}
+		caches[i], tokens[i], pos[i] = st.cache, r.Token, r.Pos
+	}
+	logits, err := e.batch.RunRows(caches, tokens, pos)
+	if err != nil {
+		return nil, err
+	}
+	vocab := e.cfg.VocabSize
+	out := make([][]float32, len(rows))
+	for i, r := range rows {
+		out[i] = logits[i*vocab : (i+1)*vocab : (i+1)*vocab]
+		if len(r.Out) >= vocab {
+			out[i] = r.Out[:vocab:vocab]
+			copy(out[i], logits[i*vocab:])
+		}
+	}
+	return out, nil
 }
 
 func (e *InterpEngine) program(name string, tokens int, all bool) (*interp.Program, error) {

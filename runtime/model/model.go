@@ -32,6 +32,10 @@ type Options struct {
 	// Engine, when set, runs the forward pass instead of the interpreter;
 	// compiled binaries pass their own.
 	Engine func(*frontend.Checkpoint, Options) (Engine, error)
+	// Batch, above 1, asks for a batched decode step of up to Batch
+	// sequences (a BatchEngine): the interpreter and the in-process
+	// compiler build one; a built binary has the batch it was built with.
+	Batch int
 }
 
 // Model is a loaded checkpoint with its engine, tokenizer and chat template.
@@ -65,6 +69,9 @@ func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
 	cfg := ckpt.Config
 	if opts.Context == 0 {
 		opts.Context = min(cfg.MaxPositionEmbeddings, 4096)
+	}
+	if opts.Batch < 0 {
+		return nil, fmt.Errorf("batch of %d sequences is negative", opts.Batch)
 	}
 	if opts.Context < 1 || opts.Context > cfg.MaxPositionEmbeddings {
 		return nil, fmt.Errorf("context of %d tokens is outside 1..%d (max_position_embeddings)", opts.Context, cfg.MaxPositionEmbeddings)
@@ -101,7 +108,11 @@ func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
 	newEngine := opts.Engine
 	if newEngine == nil {
 		newEngine = func(c *frontend.Checkpoint, o Options) (Engine, error) {
-			return NewInterpEngine(c, o.Context, o.Threads)
+			e, err := NewInterpEngine(c, o.Context, o.Threads)
+			if err != nil || o.Batch < 2 {
+				return e, err
+			}
+			return e, e.EnableBatch(o.Batch)
 		}
 	}
 	if m.Engine, err = newEngine(ckpt, opts); err != nil {

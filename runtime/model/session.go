@@ -19,6 +19,9 @@ type Session struct {
 	fed []int
 	// last is the result of the latest generation.
 	last *Result
+	// batchLogits receives the session's logits from batched steps
+	// (Model.StepBatch).
+	batchLogits []float32
 }
 
 // Last reports how the latest generation ended, once its iterator is done.
@@ -134,6 +137,10 @@ type GenerateOptions struct {
 	// MaxTokens caps the reply; 0 means until a stop token or the context
 	// is full.
 	MaxTokens int
+	// Batcher, when set, runs the decode steps together with those of the
+	// other generations that use the same batcher (a server's concurrent
+	// requests). It must be the batcher of the session's model.
+	Batcher *Batcher
 }
 
 // Result describes a finished generation.
@@ -191,10 +198,18 @@ func (s *Session) generate(ctx context.Context, prompt []int, opts GenerateOptio
 	if opts.MaxTokens < 0 {
 		return nil, fmt.Errorf("max tokens %d is negative", opts.MaxTokens)
 	}
+	if opts.Batcher != nil && opts.Batcher.m != s.m {
+		return nil, fmt.Errorf("the batcher belongs to another model")
+	}
 	start := time.Now()
 	logits, err := s.prime(prompt)
 	if err != nil {
 		return nil, err
+	}
+	step := func(id int) ([]float32, error) { return s.forward([]int{id}, false) }
+	if b := opts.Batcher; b != nil {
+		defer b.join()()
+		step = func(id int) ([]float32, error) { return b.step(ctx, s, id) }
 	}
 	res := &Result{PromptTokens: len(prompt), FinishReason: "length"}
 	s.last = res
@@ -222,7 +237,7 @@ func (s *Session) generate(ctx context.Context, prompt []int, opts GenerateOptio
 		if res.GeneratedTokens == opts.MaxTokens || len(s.fed)+1 >= s.m.Engine.Context() {
 			break
 		}
-		if logits, err = s.forward([]int{id}, false); err != nil {
+		if logits, err = step(id); err != nil {
 			return res, err
 		}
 	}
