@@ -5,6 +5,7 @@ import (
 
 	gir "github.com/gemmac/gemmac/ir"
 	"github.com/llir/llvm/ir/constant"
+	"github.com/llir/llvm/ir/enum"
 	"github.com/llir/llvm/ir/types"
 	"github.com/llir/llvm/ir/value"
 )
@@ -95,9 +96,11 @@ func checkWeightType(dt gir.DType) error {
 // flight, two vectors each per step. bf16 (the pair step: one cache line
 // per row per step) keeps decodeNC rows in flight — 8 for one matrix
 // (more concurrent streams measured faster on the LM head and q/k/v shapes),
-// 4 per matrix for GeGLU (8 streams already; 16 measured slower). Prefill
-// keeps mr·nc·nw ≤ 24 accumulators in the 32 AVX-512 registers so each
-// converted weight vector feeds mr FMAs.
+// 4 per matrix for GeGLU (8 streams already; 16 measured slower). A batched
+// decode step (smallBatch) is memory bound too: one tile holds every row,
+// so each weight vector is loaded and widened once and feeds R FMAs, with
+// batchAccumulators accumulators. Prefill keeps mr·nc·nw ≤ 24 accumulators
+// in the 32 AVX-512 registers so each converted weight vector feeds mr FMAs.
 func gemmTiling(R, nw int, dt gir.DType) (mr, nc, unroll int) {
 	if R == 1 && dt == gir.BF16 {
 		return 1, decodeNC[nw-1], decodeUnroll[nw-1]
@@ -108,11 +111,28 @@ func gemmTiling(R, nw int, dt gir.DType) (mr, nc, unroll int) {
 		}
 		return 1, 4, 1
 	}
+	if smallBatch(R) {
+		return R, max(1, min(8, batchAccumulators/(R*nw))), 1
+	}
 	if nw == 1 {
 		return 6, 4, 1
 	}
 	return 3, 4, 1
 }
+
+// maxBatchRows is the most rows a matmul computes as a batched decode step
+// (smallBatch) rather than as a prefill chunk.
+const maxBatchRows = 8
+
+// smallBatch reports whether R rows are a batched decode step: few enough
+// that one register tile holds them all.
+func smallBatch(R int) bool { return R > 1 && R <= maxBatchRows }
+
+// batchAccumulators bounds the vector accumulators (mr·nc·nw) of a batched
+// decode tile on 32-register targets; 16-register targets get half. 24
+// (4 rows × 6 columns, or × 3 columns of GeGLU's two matrices) measured
+// faster than 16 and 32 on the 2B shapes.
+var batchAccumulators = 24
 
 // emitGemm is the shared body of Matmul and GeGLU: column tiles of nc over
 // [lo, hi) (then single columns), inside them row tiles of mr over the valid
@@ -121,10 +141,15 @@ func gemmTiling(R, nw int, dt gir.DType) (mr, nc, unroll int) {
 // the rows of x stream from L2.
 func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
 	mr, nc, unroll := gemmTiling(R, nw, dt)
-	if g.L() < 16 && R > 1 {
-		// Fewer, narrower registers (16 on AVX2/NEON): halve the tile.
+	switch {
+	case g.L() < 16 && smallBatch(R):
+		// Fewer, narrower registers (16 on AVX2/NEON): fewer columns (the
+		// tile must hold every row), leaving registers for x and a weight.
+		nc = max(1, min(nc, (16-R-2)/(R*nw)))
+	case g.L() < 16 && R > 1:
 		mr = (mr + 1) / 2
 	}
+
 	L0 := g.L()
 	out := g.argPtr(0, tF32)
 	x := g.argPtr(1, tF32)
@@ -162,7 +187,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	// elements, stay within prefillTileBytes (L1) while all rows of x pass;
 	// partial sums go through a stack scratch of nw·R·nc floats.
 	kb := K
-	if R > 1 && prefillTileBytes > 0 {
+	if R > 1 && !smallBatch(R) && prefillTileBytes > 0 {
 		tile := int64(nw*nc) * int64(K) * int64(dt.Size())
 		if nb := (tile + prefillTileBytes - 1) / prefillTileBytes; nb > 1 {
 			kb = (K + int(nb) - 1) / int(nb)
@@ -213,7 +238,20 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 					}
 				}
 			}
-			d := g.dotTile(x, xd, ws, dt, K, k0, klen, init, r0, j, mr, nc, u)
+			// Streaming tiles (one row, or a batched decode step's rows)
+			// prefetch the weight rows.
+			var pf prefetchPlan
+			switch {
+			case smallBatch(R) && nc > 1:
+				pf = prefetchPlan{bytes: batchPrefetch, wholeLines: true, acrossTiles: batchAcrossTiles}
+			case mr == 1 && nc > 1:
+				pf = prefetchPlan{bytes: decodePrefetch}
+			}
+			d := g.dotTile(x, xd, ws, dt, K, k0, klen, init, r0, j, mr, nc, u, pf)
+			if last && smallBatch(R) && mr*nc > 1 {
+				g.vectorEpilogue(d, out, r0, j, N, epi)
+				return
+			}
 			for r := 0; r < mr; r++ {
 				rowOff := g.mulc(g.addc(r0, int64(r)), int64(N))
 				for c := 0; c < nc; c++ {
@@ -230,6 +268,13 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 					g.store(epi(vals), out, g.add(rowOff, g.addc(j, int64(c))))
 				}
 			}
+		}
+		if smallBatch(R) {
+			// Every valid row in one tile: one tile per row count.
+			for n := mr; n >= 1; n-- {
+				g.ifThen(g.b.NewICmp(enum.IPredEQ, nvalid, ci64(int64(n))), func() { tile(ci64(0), n) })
+			}
+			return
 		}
 		var r value.Value = ci64(0)
 		if mr > 1 {
@@ -271,19 +316,46 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	}
 }
 
+// vectorEpilogue applies epi to a whole tile's results at once — one
+// vector of mr·nc lanes per weight matrix, instead of mr·nc scalar
+// epilogues (a batched step has R times the outputs per weight of decode,
+// and the softcap and GELU are dozens of instructions each) — and stores
+// each row's nc results with one vector store.
+func (g *gen) vectorEpilogue(d [][][]value.Value, out, r0, j value.Value, N int, epi func(d []value.Value) value.Value) {
+	mr, nc := len(d[0]), len(d[0][0])
+	vt := vecT(mr*nc, tF32)
+	vals := make([]value.Value, len(d))
+	for m := range d {
+		var v value.Value = constant.NewUndef(vt)
+		for r := 0; r < mr; r++ {
+			for c := 0; c < nc; c++ {
+				v = g.b.NewInsertElement(v, d[m][r][c], ci32(int64(r*nc+c)))
+			}
+		}
+		vals[m] = v
+	}
+	res := epi(vals)
+	for r := 0; r < mr; r++ {
+		lanes := make([]constant.Constant, nc)
+		for c := range lanes {
+			lanes[c] = ci32(int64(r*nc + c))
+		}
+		row := g.b.NewShuffleVector(res, constant.NewUndef(vt), constant.NewVector(vecT(nc, tI32), lanes...))
+		g.storeVec(row, out, g.add(g.mulc(g.addc(r0, int64(r)), int64(N)), j), nil)
+	}
+}
+
 // dotTile returns d[m][r][c] = Σ_k x[r0+r, k] · w_m[j0+c, k] for an mr×nc
 // tile, with mr·nc·len(ws)·unroll vector accumulators. Every weight vector is
 // loaded and widened once and used for all mr rows. K need not be a multiple
 // of the vector width: the last step is masked.
 //
 // K is the row stride of x and w; the dot runs over [k0, k0+klen), and init
-// (nil: zeros) holds scalar partial sums to start from.
-func (g *gen) dotTile(x, xd value.Value, ws []value.Value, dt gir.DType, K int, k0 value.Value, klen int, init [][][]value.Value, r0, j0 value.Value, mr, nc, unroll int) [][][]value.Value {
+// (nil: zeros) holds scalar partial sums to start from. pf.bytes > 0
+// prefetches each weight row that many bytes ahead.
+func (g *gen) dotTile(x, xd value.Value, ws []value.Value, dt gir.DType, K int, k0 value.Value, klen int, init [][][]value.Value, r0, j0 value.Value, mr, nc, unroll int, pf prefetchPlan) [][][]value.Value {
 	L := g.L()
-	prefetch := 0
-	if mr == 1 && nc > 1 {
-		prefetch = decodePrefetch
-	}
+	prefetch := pf.bytes
 	nw := len(ws)
 	et := elemType(dt)
 	xr := make([]value.Value, mr)
@@ -313,7 +385,9 @@ func (g *gen) dotTile(x, xd value.Value, ws []value.Value, dt gir.DType, K int, 
 			}
 		}
 	}
-	step := func(off, mask value.Value, u int, acc []value.Value) []value.Value {
+	// step accumulates one vector of every row and column at off; it
+	// prefetches for the pfBytes of each weight row from off (0: none).
+	step := func(off, mask value.Value, u int, acc []value.Value, pfBytes int64) []value.Value {
 		next := append([]value.Value(nil), acc...)
 		xv := make([]value.Value, mr)
 		for r := range xv {
@@ -321,14 +395,18 @@ func (g *gen) dotTile(x, xd value.Value, ws []value.Value, dt gir.DType, K int, 
 		}
 		for m := 0; m < nw; m++ {
 			for c := 0; c < nc; c++ {
-				if prefetch > 0 && mask == nil && u == 0 {
-					// One prefetch per cache line of this step, `prefetch`
-					// bytes ahead in the same weight row (past its end it
-					// reaches the next rows, which come next anyway).
-					step := int64(L*unroll) * int64(dt.Size())
-					for b := int64(0); b < step; b += 64 {
-						g.prefetch(et, wr[m][c], g.addc(off, (int64(prefetch)+b)/int64(dt.Size())))
+				// One prefetch per cache line, `prefetch` bytes ahead in
+				// the same weight row (past its end it reaches the next
+				// rows, which come next anyway). acrossTiles: past the end,
+				// the same row of the next column tile, nc rows on, which
+				// comes next in this row's place.
+				for b := int64(0); prefetch > 0 && b < pfBytes; b += 64 {
+					idx := g.addc(off, (int64(prefetch)+b)/int64(dt.Size()))
+					if pf.acrossTiles && nc > 1 {
+						past := g.b.NewICmp(enum.IPredSGE, idx, ci64(int64(klen)))
+						idx = g.b.NewSelect(past, g.addc(idx, int64((nc-1)*K)), idx)
 					}
+					g.prefetch(et, wr[m][c], idx)
 				}
 				wv := g.loadVec(dt, L, wr[m][c], off, mask)
 				for r := 0; r < mr; r++ {
@@ -378,8 +456,17 @@ func (g *gen) dotTile(x, xd value.Value, ws []value.Value, dt gir.DType, K int, 
 		}
 		return next
 	}
-	pair := dt == gir.BF16 && mr == 1 // prefill: the x shuffles would cost more than they save
-	chunk := L * unroll
+	// Prefill and batched decode: the x shuffles would cost more than they
+	// save (a batched tile's wider register tile measured faster than the
+	// pair step's with x de-interleaved).
+	pair := dt == gir.BF16 && mr == 1
+	// A prefetching loop steps over whole cache lines of each weight row
+	// (lines steps per iteration), so each line is prefetched once.
+	lines := 1
+	if !pair && prefetch > 0 && pf.wholeLines {
+		lines = max(1, 64/(L*unroll*dt.Size()))
+	}
+	chunk := L * unroll * lines
 	if pair && unroll%2 == 1 {
 		chunk = 2 * L
 	}
@@ -401,18 +488,25 @@ func (g *gen) dotTile(x, xd value.Value, ws []value.Value, dt gir.DType, K int, 
 				}
 				return acc
 			}
-			for u := 0; u < unroll; u++ {
-				acc = step(g.addc(k, int64(u*L)), nil, u, acc)
+			for s := 0; s < lines; s++ {
+				for u := 0; u < unroll; u++ {
+					var pfBytes int64
+					if s == 0 && u == 0 {
+						pfBytes = int64(chunk * dt.Size())
+					}
+					acc = step(g.addc(k, int64((s*unroll+u)*L)), nil, u, acc, pfBytes)
+				}
 			}
 			return acc
 		})
 	}
 	for k := full; k < klen; k += L {
 		var mask value.Value
+		pfBytes := int64(L * unroll * dt.Size())
 		if klen-k < L {
-			mask = maskConst(L, klen-k)
+			mask, pfBytes = maskConst(L, klen-k), 0
 		}
-		acc = step(ci64(int64(k)), mask, 0, acc)
+		acc = step(ci64(int64(k)), mask, 0, acc, pfBytes)
 	}
 	d := make([][][]value.Value, nw)
 	for m := range d {
@@ -451,6 +545,24 @@ var deinterleaveX = true
 // decodePrefetch is how far ahead (bytes) the decode GEMV prefetches each
 // weight row; 0 disables it.
 var decodePrefetch = 1024
+
+// batchPrefetch is how far ahead (bytes) batched decode tiles prefetch
+// each weight row, one prefetch per cache line; 0 disables it.
+var batchPrefetch = 1024
+
+// prefetchPlan is how a tile prefetches its weight rows: bytes ahead (0:
+// not at all); wholeLines steps the loop over whole cache lines of each
+// row so each line is prefetched once; acrossTiles carries each row's
+// prefetch past its end into the next column tile's row (rows of K
+// elements, one K block).
+type prefetchPlan struct {
+	bytes                   int
+	wholeLines, acrossTiles bool
+}
+
+// batchAcrossTiles: batched decode tiles prefetch across column tiles, so
+// a tile's rows start warm.
+var batchAcrossTiles = true
 
 // prefetch emits llvm.prefetch(&p[idx], read, locality 3, data).
 func (g *gen) prefetch(elem types.Type, p, idx value.Value) {
