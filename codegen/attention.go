@@ -18,6 +18,12 @@ import (
 // score = (q·k)·Scale, then Softcap·tanh(score/Softcap) if Softcap > 0;
 // softmax in f32; out = Σ p_j v_j. The cache is only read.
 //
+// With Rows, each of the T rows is a sequence of its own (a batched decode
+// step): query t is at position pos[t] of the batch scalars (rowPos), its
+// cached keys are in its own cache, and its only new key is row t of k/v.
+// kcache and vcache are then tables of T pointers, row t's cache of this
+// layer (rowPtr).
+//
 // Args: out f32[T×HQ×D], q f32[T×HQ×D], k f32[T×HKV×D], v f32[T×HKV×D],
 // kcache f32[CacheLen×HKV×D], vcache f32[CacheLen×HKV×D], scalars.
 // Items: T·HQ (item = t·HQ + h); t ≥ n_valid is skipped.
@@ -27,12 +33,16 @@ type Attention struct {
 	CacheLen      int
 	Softcap       float64 // 0: off
 	Scale         float64
+	Rows          bool
 }
 
 func (s Attention) Name() string {
 	n := fmt.Sprintf("attention_t%d_hq%d_hkv%d_d%d_w%d_c%d_scale%s", s.T, s.HQ, s.HKV, s.D, s.Window, s.CacheLen, fname(s.Scale))
 	if s.Softcap != 0 {
 		n += "_softcap" + fname(s.Softcap)
+	}
+	if s.Rows {
+		n += "_rows"
 	}
 	return n
 }
@@ -60,7 +70,10 @@ func (s Attention) Validate() error {
 func (s Attention) emit(g *gen) {
 	out, q := g.argPtr(0, tF32), g.argPtr(1, tF32)
 	k, v := g.argPtr(2, tF32), g.argPtr(3, tF32)
-	kc, vc := g.argPtr(4, tF32), g.argPtr(5, tF32)
+	var kc, vc value.Value
+	if !s.Rows {
+		kc, vc = g.argPtr(4, tF32), g.argPtr(5, tF32)
+	}
 	pos, nvalid := g.scalars(6)
 	L := g.L()
 	nd := s.D / L
@@ -70,7 +83,18 @@ func (s Attention) emit(g *gen) {
 		t := g.b.NewSDiv(item, ci64(int64(s.HQ)))
 		h := g.b.NewSRem(item, ci64(int64(s.HQ)))
 		kvh := g.b.NewSDiv(h, ci64(group))
-		i := g.add(pos, t)
+		// The query's sequence: its position i, where its keys start in the
+		// chunk (position pos, row row0 of k/v; row0 nil is row 0) and its
+		// caches.
+		var i, row0 value.Value
+		pos, kc, vc := pos, kc, vc
+		if s.Rows {
+			i, row0 = g.rowPos(6, t), t
+			pos = i
+			kc, vc = g.rowPtr(4, t), g.rowPtr(5, t)
+		} else {
+			i = g.add(pos, t)
+		}
 		var start value.Value = ci64(0)
 		if s.Window > 0 {
 			start = g.smax(ci64(0), g.addc(i, -int64(s.Window-1)))
@@ -120,7 +144,11 @@ func (s Attention) emit(g *gen) {
 		})
 		// Keys from the chunk: max(start, pos) ≤ j ≤ i.
 		_, c = g.loop(g.smax(start, pos), g.addc(i, 1), 1, c, func(j value.Value, c []value.Value) []value.Value {
-			off := g.mulc(g.add(g.mulc(g.sub(j, pos), int64(s.HKV)), kvh), int64(s.D))
+			row := g.sub(j, pos)
+			if row0 != nil {
+				row = g.add(row, row0)
+			}
+			off := g.mulc(g.add(g.mulc(row, int64(s.HKV)), kvh), int64(s.D))
 			return update(k, v, off, c)
 		})
 		inv := g.splat(g.fdiv(cf(tF32, 1), c[1]), L)

@@ -19,22 +19,38 @@ type Entry struct {
 	Decode bool
 	// AllLogits entries return every token's logits (the logits command).
 	AllLogits bool
+	// Batch, when not 0, is the rows of a batched decode step: one token
+	// of each of Batch sequences (frontend.GraphShape.Batch).
+	Batch int
 }
 
 // Entries are the programs every compiled model has.
 var Entries = []Entry{
-	{"prefill", false, false},
-	{"prefill_all", false, true},
-	{"decode", true, true},
+	{Name: "prefill"},
+	{Name: "prefill_all", AllLogits: true},
+	{Name: "decode", Decode: true, AllLogits: true},
+}
+
+// EntriesFor are Entries, and with batch > 1 the batched decode step of
+// batch sequences (plan.BatchProgram).
+func EntriesFor(batch int) []Entry {
+	es := append([]Entry(nil), Entries...)
+	if batch > 1 {
+		es = append(es, Entry{Name: plan.BatchProgram, Decode: true, AllLogits: true, Batch: batch})
+	}
+	return es
 }
 
 // EntryGraph builds e's graph for cfg and runs the pass pipeline over it.
 func EntryGraph(e Entry, cfg *frontend.Config, dtypes map[string]ir.DType, context, chunk int) (*ir.Graph, error) {
 	tokens := min(chunk, context)
-	if e.Decode {
+	switch {
+	case e.Batch > 0:
+		tokens = e.Batch
+	case e.Decode:
 		tokens = 1
 	}
-	g, err := frontend.Build(e.Name, cfg, frontend.GraphShape{Tokens: tokens, Context: context, AllLogits: e.AllLogits}, dtypes)
+	g, err := frontend.Build(e.Name, cfg, frontend.GraphShape{Tokens: tokens, Context: context, AllLogits: e.AllLogits, Batch: e.Batch > 0}, dtypes)
 	if err != nil {
 		return nil, err
 	}

@@ -11,15 +11,23 @@ import (
 // out[i] = (a·cos − b·sin)·scale, out[i+D/2] = (b·cos + a·sin)·scale,
 // with cos = cs[p·D + i], sin = cs[p·D + D/2 + i].
 //
+// With Rows, row r is at its own position, p = pos[r] of the batch scalars
+// (a batched decode step: see rowPos).
+//
 // Args: out f32[R×NH×D] (may alias x), x f32[R×NH×D], cs f32[P×D], scalars.
 // Items: R·NH (item = row·NH + head); rows ≥ n_valid are skipped.
 type Rope struct {
 	R, NH, D int
 	Scale    float64
+	Rows     bool
 }
 
 func (s Rope) Name() string {
-	return fmt.Sprintf("rope_r%d_nh%d_d%d_scale%s", s.R, s.NH, s.D, fname(s.Scale))
+	n := fmt.Sprintf("rope_r%d_nh%d_d%d_scale%s", s.R, s.NH, s.D, fname(s.Scale))
+	if s.Rows {
+		n += "_rows"
+	}
+	return n
 }
 func (s Rope) Items() int64   { return int64(s.R * s.NH) }
 func (s Rope) Granule() int64 { return 1 }
@@ -42,7 +50,12 @@ func (s Rope) emit(g *gen) {
 	end := g.smin(g.hi, g.mulc(nvalid, int64(s.NH)))
 	g.forRange(g.lo, end, 1, func(item value.Value) {
 		row := g.b.NewSDiv(item, ci64(int64(s.NH)))
-		p := g.add(pos, row)
+		var p value.Value
+		if s.Rows {
+			p = g.rowPos(3, row)
+		} else {
+			p = g.add(pos, row)
+		}
 		csb := g.mulc(p, int64(s.D))
 		base := g.mulc(item, int64(s.D))
 		g.vecLoop(half, nil, func(off, mask value.Value, _ []value.Value) []value.Value {

@@ -11,9 +11,10 @@ import (
 
 // JITEngine compiles a checkpoint's kernels for this CPU (reusing a cached
 // shared object when the same kernels were compiled before) and runs them in
-// process. It has the signature of model.Options.Engine.
+// process, with a batched decode step when opts.Batch > 1. It has the
+// signature of model.Options.Engine.
 func JITEngine(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, error) {
-	compiled, err := Build(ckpt.Config, ckpt.WeightDTypes(), Options{Target: codegen.HostTarget(), Context: opts.Context})
+	compiled, err := Build(ckpt.Config, ckpt.WeightDTypes(), Options{Target: codegen.HostTarget(), Context: opts.Context, Batch: opts.Batch})
 	if err != nil {
 		return nil, err
 	}

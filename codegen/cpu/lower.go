@@ -18,6 +18,9 @@ type Options struct {
 	Target  codegen.Target
 	Context int // positions in the KV cache
 	Chunk   int // prefill tokens per call
+	// Batch, above 1, adds the batched decode step of up to Batch
+	// sequences (plan.BatchProgram).
+	Batch int
 }
 
 // Lower builds, optimises and lowers every entry point of cfg, adding the
@@ -35,7 +38,10 @@ func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *
 	if _, err := mod.Add(codegen.Worker{}); err != nil {
 		return nil, err
 	}
-	for _, e := range codegen.Entries {
+	if opts.Batch < 0 || opts.Batch > codegen.MaxBatch {
+		return nil, fmt.Errorf("a batch of %d sequences is outside 0..%d", opts.Batch, codegen.MaxBatch)
+	}
+	for _, e := range codegen.EntriesFor(opts.Batch) {
 		g, err := codegen.EntryGraph(e, cfg, dtypes, opts.Context, opts.Chunk)
 		if err != nil {
 			return nil, err
@@ -45,7 +51,12 @@ func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *
 			return nil, fmt.Errorf("lowering %s: %w", e.Name, err)
 		}
 		art.Programs[e.Name] = p
-		art.KVBytes = max(art.KVBytes, g.KV.Bytes)
+		if art.KVBytes != 0 && art.KVBytes != g.KV.Bytes {
+			// A batched step reaches each row's cache through the offsets
+			// of one layout: every program must share it.
+			return nil, fmt.Errorf("program %s lays out %d bytes of KV cache, another %d", e.Name, g.KV.Bytes, art.KVBytes)
+		}
+		art.KVBytes = g.KV.Bytes
 	}
 	for _, s := range mod.Specs() {
 		art.Kernels = append(art.Kernels, s.Name())
@@ -67,6 +78,7 @@ func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
 	l.p = &plan.Program{
 		Name:       g.Name,
 		Tokens:     g.Meta["tokens"],
+		Batch:      g.Meta["batch"],
 		ArenaBytes: g.Mem.Bytes,
 		Output:     plan.Buffer{Offset: g.Mem.Offsets[out.ID], Rows: out.Shape[0], Cols: out.Shape.Last()},
 	}
@@ -156,7 +168,7 @@ func (l *lowering) lower(v *ir.Value) error {
 		return l.call(spec, v.Name, 1, out, normOut, a(0), a(1), a(2), a(3), scalars)
 	case ir.OpRoPE:
 		r := v.Aux.(ir.RoPE)
-		spec := codegen.RoPE{R: v.Shape[0], NH: v.Shape[1], D: v.Shape[2], Scale: float64(r.Factor())}
+		spec := codegen.RoPE{R: v.Shape[0], NH: v.Shape[1], D: v.Shape[2], Scale: float64(r.Factor()), Rows: ir.PerRow(v.Args[1])}
 		if r.Theta != float32(l.art.RoPE.Theta) || v.Shape[2] != l.art.RoPE.Dim {
 			return fmt.Errorf("rope θ %g dim %d differs from the table's %g, %d", r.Theta, v.Shape[2], l.art.RoPE.Theta, l.art.RoPE.Dim)
 		}
@@ -196,14 +208,24 @@ func (l *lowering) attention(v *ir.Value, out plan.Arg) error {
 	}
 	T, HQ, D := v.Shape[0], v.Shape[1], v.Shape[2]
 	HKV := v.Args[1].Shape[1]
-	kc := plan.Arg{Kind: plan.ArgKV, Offset: layer.KOffset}
-	vc := plan.Arg{Kind: plan.ArgKV, Offset: layer.VOffset}
+	// Rows of their own (a batched step) reach their caches through
+	// per-row pointer tables.
+	rows := ir.PerRow(v.Args[3])
+	kind := plan.ArgKV
+	if rows {
+		kind = plan.ArgKVRows
+	}
+	kc := plan.Arg{Kind: kind, Offset: layer.KOffset}
+	vc := plan.Arg{Kind: kind, Offset: layer.VOffset}
 	q, k, val := l.arg(v.Args[0]), l.arg(v.Args[1]), l.arg(v.Args[2])
 	spec := codegen.Attention{T: T, HQ: HQ, HKV: HKV, D: D, Window: a.Window, CacheLen: layer.Slots,
-		Softcap: float64(a.Softcap), Scale: float64(a.Scale)}
+		Softcap: float64(a.Softcap), Scale: float64(a.Scale), Rows: rows}
 	if err := l.call(spec, v.Name, int64(HQ), out, q, k, val, kc, vc, scalars); err != nil {
 		return err
 	}
-	store := codegen.KVStore{T: T, HKV: HKV, D: D, CacheLen: layer.Slots}
+	var store codegen.Spec = codegen.KVStore{T: T, HKV: HKV, D: D, CacheLen: layer.Slots}
+	if rows {
+		store = codegen.KVStoreRows{T: T, HKV: HKV, D: D, CacheLen: layer.Slots}
+	}
 	return l.call(store, v.Name+".store", 1, kc, vc, k, val, scalars)
 }

@@ -30,6 +30,9 @@ type Engine struct {
 	rope  unsafe.Pointer
 	// profile, when not nil, accumulates time per kernel.
 	profile map[string]*KernelTime
+	// batchRun is the batched decode step's memory (batch.go), made on
+	// first use.
+	batchRun *batchRun
 }
 
 // KernelTime is where a profiled engine spent its time.
@@ -233,6 +236,9 @@ func (e *Engine) NewState() (model.State, error) {
 	s := &state{e: e}
 	var arena int64
 	for _, p := range e.art.Programs {
+		if p.Batch > 0 {
+			continue // the engine's own (batch.go)
+		}
 		arena = max(arena, p.ArenaBytes)
 		s.maxTokens = max(s.maxTokens, p.Tokens)
 	}
@@ -250,6 +256,9 @@ func (e *Engine) NewState() (model.State, error) {
 	s.arena.touch()
 	s.args = map[*plan.Program]*region{}
 	for _, p := range e.art.Programs {
+		if p.Batch > 0 {
+			continue
+		}
 		if s.args[p], err = e.argBlock(p, s); err != nil {
 			return nil, err
 		}
@@ -362,30 +371,7 @@ func (s *state) run(p *plan.Program, tokens []int32, pos int) ([]float32, error)
 	scalars := unsafe.Slice((*int64)(s.io.ptr(0)), 2)
 	scalars[0], scalars[1] = int64(pos), int64(n)
 
-	args := s.args[p]
-	argi := 0
-	for _, st := range p.Steps {
-		items := st.Items
-		if st.ItemsPerRow > 0 {
-			items = min(items, st.ItemsPerRow*int64(n))
-		}
-		var start time.Time
-		if s.e.profile != nil {
-			start = time.Now()
-		}
-		s.e.pool.run(s.e.kernels, st.Kernel, args.ptr(int64(argi*8)), items, st.Granule)
-		if s.e.profile != nil {
-			name := s.e.art.Kernels[st.Kernel]
-			k := s.e.profile[name]
-			if k == nil {
-				k = &KernelTime{Kernel: name}
-				s.e.profile[name] = k
-			}
-			k.Calls++
-			k.Time += time.Since(start)
-		}
-		argi += len(st.Args)
-	}
+	s.e.steps(p, s.args[p], n)
 	rows := p.Output.Rows
 	if rows > 1 {
 		rows = n

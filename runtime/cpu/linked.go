@@ -13,7 +13,7 @@ import (
 // build time (a binary from gemmac build, or a package from --emit-package):
 // planJSON is its embedded plan, table the address of its gemmac_kernels
 // symbol. The returned function has the signature of model.Options.Engine
-// and refuses a context other than the compiled one.
+// and refuses a context other than the compiled one, or a batch larger.
 func Linked(planJSON []byte, table unsafe.Pointer) (func(*frontend.Checkpoint, model.Options) (model.Engine, error), *plan.Artifact, error) {
 	art, err := plan.Unmarshal(planJSON)
 	if err != nil {
@@ -23,6 +23,9 @@ func Linked(planJSON []byte, table unsafe.Pointer) (func(*frontend.Checkpoint, m
 	engine := func(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, error) {
 		if opts.Context != art.Context {
 			return nil, fmt.Errorf("the kernels were compiled for a context of %d tokens, not %d (rebuild with --max-seq %d)", art.Context, opts.Context, opts.Context)
+		}
+		if batch := compiledBatch(art); opts.Batch > max(batch, 1) {
+			return nil, fmt.Errorf("the kernels decode %d sequences per step, not %d (rebuild with --batch %d)", max(batch, 1), opts.Batch, opts.Batch)
 		}
 		return New(art, kernels, ckpt, Options{Threads: opts.Threads})
 	}

@@ -36,9 +36,14 @@ type Artifact struct {
 	KVBytes int64 `json:"kv_bytes"`
 	// RoPE describes the cos/sin table the engine fills at start.
 	RoPE RoPETable `json:"rope"`
-	// Programs are the entry points: "prefill", "prefill_all", "decode".
+	// Programs are the entry points: "prefill", "prefill_all", "decode",
+	// and, in a build for batched decoding, BatchProgram.
 	Programs map[string]*Program `json:"programs"`
 }
+
+// BatchProgram names the batched decode step of a build with --batch: one
+// token of each of up to Program.Batch sequences.
+const BatchProgram = "decode_batch"
 
 // Weight is a checkpoint tensor a program reads: as stored, or derived
 // (materialised as f32 at load).
@@ -58,8 +63,12 @@ type RoPETable struct {
 
 // Program is one entry point: Tokens token slots per call.
 type Program struct {
-	Name       string `json:"name"`
-	Tokens     int    `json:"tokens"`
+	Name   string `json:"name"`
+	Tokens int    `json:"tokens"`
+	// Batch, when not 0, makes each of the Tokens rows a sequence of its
+	// own (Batch = Tokens): its scalars block is i64 {unused, n_valid,
+	// pos[0..Batch)}, and its cache arguments are ArgKVRows.
+	Batch      int    `json:"batch,omitempty"`
 	ArenaBytes int64  `json:"arena_bytes"`
 	Steps      []Step `json:"steps"`
 	// Output is where the logits are: Rows rows of Cols floats.
@@ -93,6 +102,7 @@ const (
 	ArgArena   ArgKind = "arena"   // Offset into the arena
 	ArgWeight  ArgKind = "weight"  // Index into Artifact.Weights
 	ArgKV      ArgKind = "kv"      // Offset into the sequence's KV cache
+	ArgKVRows  ArgKind = "kv_rows" // a table of Batch pointers: Offset into each row's KV cache
 	ArgTokens  ArgKind = "tokens"  // the i32 token ids of the call
 	ArgScalars ArgKind = "scalars" // the i64 {pos, n_valid} of the call
 	ArgRoPE    ArgKind = "rope"    // the cos/sin table
@@ -127,6 +137,9 @@ func (a *Artifact) Check() error {
 		return fmt.Errorf("compiled plan has no config")
 	}
 	for name, p := range a.Programs {
+		if p.Batch < 0 || p.Batch > 0 && p.Batch != p.Tokens {
+			return fmt.Errorf("program %s: a batch of %d rows with %d tokens", name, p.Batch, p.Tokens)
+		}
 		for i, s := range p.Steps {
 			if s.Kernel < 0 || s.Kernel >= len(a.Kernels) {
 				return fmt.Errorf("program %s step %d: kernel %d of %d", name, i, s.Kernel, len(a.Kernels))
@@ -153,7 +166,10 @@ func (a *Artifact) checkArg(p *Program, arg Arg) error {
 		if arg.Offset < 0 || arg.Offset >= max(p.ArenaBytes, 1) {
 			return fmt.Errorf("arena offset %d outside %d bytes", arg.Offset, p.ArenaBytes)
 		}
-	case ArgKV:
+	case ArgKV, ArgKVRows:
+		if (arg.Kind == ArgKVRows) != (p.Batch > 0) {
+			return fmt.Errorf("%s argument in a program with a batch of %d", arg.Kind, p.Batch)
+		}
 		if arg.Offset < 0 || arg.Offset >= max(a.KVBytes, 1) {
 			return fmt.Errorf("kv offset %d outside %d bytes", arg.Offset, a.KVBytes)
 		}

@@ -29,6 +29,7 @@ func runBuild(env *Env, args []string) error {
 	target := fs.String("target", "cpu", "cpu (this machine's vector ISA), cpu:NAME with NAME x86-64-v4, x86-64-v3, x86-64 or aarch64, or cuda[:sm_XX] (NVIDIA GPUs, default sm_80)")
 	maxSeq := fs.Int("max-seq", 0, "context length the binary is compiled for (default min(max_position_embeddings, 4096))")
 	chunk := fs.Int("chunk", 64, "prompt tokens per prefill call")
+	batch := fs.Int("batch", 1, "sequences one batched decode step takes (serve decodes up to this many requests at once); 1: no batched step")
 	dtype := fs.String("dtype", "", "weight dtype the kernels read (default: the checkpoint's)")
 	emit := fs.String("emit", "", "also write the generated kernels beside the binary: LLVM IR (ll) or assembly (asm, ptx)")
 	out := fs.StringP("output", "o", "", "the binary to write")
@@ -55,6 +56,12 @@ func runBuild(env *Env, args []string) error {
 	}
 	if *emit != "" && *emit != "ll" && *emit != "asm" && *emit != "ptx" {
 		return usageError("--emit %q: want ll or asm (cpu), ptx (cuda)", *emit)
+	}
+	if *batch < 1 || *batch > codegen.MaxBatch {
+		return usageError("--batch must be within 1..%d", codegen.MaxBatch)
+	}
+	if *batch > 1 && isCUDA {
+		return usageError("--batch is for --target cpu")
 	}
 	if *chunk < 1 {
 		return usageError("--chunk must be positive")
@@ -86,7 +93,7 @@ func runBuild(env *Env, args []string) error {
 		}
 		return buildCUDA(env, ckpt, cudaTarget, context, *chunk, *emit, *out, src, start)
 	}
-	compiled, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: t, Context: context, Chunk: *chunk})
+	compiled, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: t, Context: context, Chunk: *chunk, Batch: *batch})
 	if err != nil {
 		return err
 	}
