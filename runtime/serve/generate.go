@@ -56,7 +56,9 @@ func (s *Server) run(w *recorder, r *http.Request, st *loaded, j *job, prompt []
 		stopped = hit
 		return !hit
 	}
-	res, err := sl.sess.GenerateTokens(ctx, prompt, j.opts, func(id int) bool {
+	opts := j.opts
+	opts.Batcher = st.batcher
+	res, err := sl.sess.GenerateTokens(ctx, prompt, opts, func(id int) bool {
 		if s.tokenHook != nil {
 			s.tokenHook(ctx)
 		}

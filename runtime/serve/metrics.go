@@ -19,6 +19,7 @@ type metrics struct {
 	activeSessions   prometheus.Gauge
 	slots            prometheus.Gauge
 	loaded           prometheus.Gauge
+	batchRows        prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -72,9 +73,14 @@ func newMetrics() *metrics {
 			Name: "gemmac_model_loaded",
 			Help: "1 once the model is loaded and requests are served.",
 		}),
+		batchRows: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gemmac_decode_batch_rows",
+			Help:    "Generations in each batched decode step (engines with a batched step, more than one slot).",
+			Buckets: prometheus.LinearBuckets(1, 1, 8),
+		}),
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.promptTokens, m.completionTokens, m.ttft, m.queueWait,
-		m.tokensPerSecond, m.queueDepth, m.activeSessions, m.slots, m.loaded,
+		m.tokensPerSecond, m.queueDepth, m.activeSessions, m.slots, m.loaded, m.batchRows,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

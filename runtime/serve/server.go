@@ -23,9 +23,14 @@ import (
 // Options configure a Server.
 type Options struct {
 	// Slots is the number of generations that run at once, each in its own
-	// session (KV cache); 0 means 1. The engine runs one forward pass at a
-	// time today, so more slots interleave rather than speed up.
+	// session (KV cache); 0 means 1. With an engine that has a batched
+	// decode step (gemmac build --batch B), the decode steps of up to B
+	// slots run as one step that reads the weights once; otherwise the
+	// slots' steps interleave.
 	Slots int
+	// NoBatch decodes every slot on its own even when the engine could
+	// batch them (for comparison).
+	NoBatch bool
 	// QueueDepth is the number of requests allowed to wait for a slot;
 	// beyond it requests get 429. 0 means none wait; a negative value
 	// means the queue is unbounded.
@@ -65,6 +70,9 @@ type loaded struct {
 	tok     *tokenizer.Tokenizer
 	slots   *slots
 	created int64
+	// batcher runs the slots' decode steps together; nil when the engine
+	// cannot batch (or one slot, or NoBatch).
+	batcher *model.Batcher
 }
 
 type route struct {
@@ -119,7 +127,14 @@ func (s *Server) SetModel(m *model.Model) error {
 		s.metrics.activeSessions.Set(float64(busy))
 		s.metrics.queueDepth.Set(float64(waiting))
 	})
-	if !s.ready.CompareAndSwap(nil, &loaded{m: m, tok: tok, slots: q, created: time.Now().Unix()}) {
+	st := &loaded{m: m, tok: tok, slots: q, created: time.Now().Unix()}
+	if s.opts.Slots > 1 && m.MaxBatch() > 1 && !s.opts.NoBatch {
+		if st.batcher, err = m.NewBatcher(); err != nil {
+			return err
+		}
+		st.batcher.OnStep = func(rows int, _ time.Duration) { s.metrics.batchRows.Observe(float64(rows)) }
+	}
+	if !s.ready.CompareAndSwap(nil, st) {
 		return errors.New("serve: SetModel called twice")
 	}
 	s.metrics.loaded.Set(1)

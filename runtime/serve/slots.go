@@ -10,9 +10,9 @@ import (
 )
 
 // A slot is one place where a generation runs: a session whose KV cache
-// it keeps between requests. Today each slot runs its own forward passes;
-// a batching engine would run the busy slots of one decode step together,
-// behind the same acquire/release.
+// it keeps between requests. With a batching engine, the busy slots' decode
+// steps run together through the server's model.Batcher; each slot still
+// runs its own prefill.
 type slot struct {
 	id   int
 	sess *model.Session
