@@ -16,7 +16,7 @@ import (
 func benchCommand() Command {
 	return Command{
 		Name:    "bench",
-		Usage:   "--model DIR [--interp] --prompt-tokens P --gen-tokens G [--json]",
+		Usage:   "--model DIR [--interp] --prompt-tokens P --gen-tokens G [--streams N] [--json]",
 		Summary: "measure prefill and decode tokens/s",
 		Run:     runBench,
 	}
@@ -49,6 +49,9 @@ type BenchResult struct {
 	DecodeRooflineTokS     float64 `json:"decode_roofline_tok_s,omitempty"`
 	DecodeRooflineFraction float64 `json:"decode_roofline_fraction,omitempty"`
 	PrefillPeakFraction    float64 `json:"prefill_peak_fraction,omitempty"`
+
+	// Streams is the batched decoding measurement of --streams N.
+	Streams *StreamsResult `json:"streams,omitempty"`
 }
 
 // addRoofline fills the ceilings and fractions from a measurement.
@@ -69,14 +72,22 @@ func runBench(env *Env, args []string) error {
 	profile := fs.Bool("profile", false, "print the time spent in each compiled kernel")
 	compare := fs.Bool("compare", false, "also run the interpreter on the same model and print the speedup")
 	noRoofline := fs.Bool("no-roofline", false, "skip measuring this machine's read bandwidth and FMA peak")
+	streams := fs.Int("streams", 0, "also measure N concurrent streams decoded in batched steps against one stream, in turn (N ≥ 2; compiles the batched step, or needs a binary built with --batch N or more)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *promptTokens < 1 || *genTokens < 1 {
 		return usageError("--prompt-tokens and --gen-tokens must be positive")
 	}
+	if *streams == 1 || *streams < 0 {
+		return usageError("--streams must be 2 or more")
+	}
+	mf.batch = *streams
 	if mf.maxSeq == 0 && env.Context == 0 {
 		mf.maxSeq = *promptTokens + *genTokens
+		if *streams > 1 {
+			mf.maxSeq++ // the streams' untimed first step
+		}
 	}
 	m, err := mf.load(fs, env)
 	if err != nil {
@@ -96,6 +107,11 @@ func runBench(env *Env, args []string) error {
 	r, err := Bench(m, *promptTokens, *genTokens)
 	if err != nil {
 		return err
+	}
+	if *streams > 1 {
+		if r.Streams, err = BenchStreams(m, *promptTokens, *genTokens, *streams); err != nil {
+			return err
+		}
 	}
 	if *profile {
 		for _, k := range profiled.Profile() {
@@ -156,6 +172,10 @@ func runBench(env *Env, args []string) error {
 					"", float64(r.WeightBytesPerToken)/1e6)
 			}
 		}
+	}
+	if sr := results[0].Streams; sr != nil {
+		fmt.Fprintf(env.Stdout, "%-24s %d streams in batched steps: %.2f tok/s together, one stream %.2f tok/s in turn with them: %.2f× (%d steps each)\n",
+			"", sr.Streams, sr.AggregateTokS, sr.OneTokS, sr.Speedup, sr.Steps)
 	}
 	if len(results) == 2 {
 		fmt.Fprintf(env.Stdout, "compiled vs interpreter: prefill %.1f×, decode %.1f×\n",

@@ -18,6 +18,9 @@ type modelFlags struct {
 	threads   int
 	tokenizer string
 	template  string
+	// batch is the rows of the batched decode step to build (serve
+	// --batch, bench --streams): model.Options.Batch.
+	batch int
 }
 
 func (m *modelFlags) register(fs *pflag.FlagSet) {
@@ -39,6 +42,7 @@ func (m *modelFlags) load(fs *pflag.FlagSet, env *Env) (*model.Model, error) {
 	opts := model.Options{
 		Context:   m.maxSeq,
 		Threads:   m.threads,
+		Batch:     m.batch,
 		Tokenizer: m.tokenizer,
 		Template:  m.template,
 	}

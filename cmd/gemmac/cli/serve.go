@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gemmac/gemmac/codegen"
 	"github.com/gemmac/gemmac/runtime/model"
 	"github.com/gemmac/gemmac/runtime/serve"
 )
@@ -24,7 +25,7 @@ const shutdownGrace = 60 * time.Second
 func serveCommand() Command {
 	return Command{
 		Name:    "serve",
-		Usage:   "--model DIR [--interp] [--addr HOST:PORT] [--name NAME] [--slots N] [--queue N]",
+		Usage:   "--model DIR [--interp] [--addr HOST:PORT] [--name NAME] [--slots N] [--queue N] [--batch B]",
 		Summary: "serve the model over an OpenAI-compatible HTTP API",
 		Run:     runServe,
 	}
@@ -37,12 +38,16 @@ func runServe(env *Env, args []string) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (port 0 picks a free one)")
 	name := fs.String("name", "", "model id clients send (default: the model directory's base name)")
 	slots := fs.Int("slots", 1, "generations that run at once, each with its own KV cache")
+	fs.IntVar(&mf.batch, "batch", 0, "decode up to this many slots in one batched step (compiles the batched step; a binary built with --batch has its own)")
 	queue := fs.Int("queue", 64, "requests that may wait for a slot; more get 429 (-1: no limit)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := required(fs, "model"); err != nil {
 		return err
+	}
+	if mf.batch < 0 || mf.batch > codegen.MaxBatch {
+		return usageError("--batch must be within 0..%d", codegen.MaxBatch)
 	}
 	if *slots < 1 {
 		return usageError("--slots must be at least 1")
@@ -96,7 +101,7 @@ func runServe(env *Env, args []string) error {
 		return err
 	}
 	logger.Info("ready", "model", *name, "engine", m.Engine.Name(), "threads", m.Engine.Threads(),
-		"context", m.Engine.Context(), "template", m.Template, "slots", *slots, "queue", *queue,
+		"context", m.Engine.Context(), "template", m.Template, "slots", *slots, "queue", *queue, "batch", min(m.MaxBatch(), *slots),
 		"load_time", time.Since(start).Round(time.Millisecond))
 
 	select {
