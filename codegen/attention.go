@@ -3,6 +3,7 @@ package codegen
 import (
 	"fmt"
 
+	gir "github.com/gemmac/gemmac/ir"
 	"github.com/llir/llvm/ir/value"
 )
 
@@ -34,6 +35,7 @@ type Attention struct {
 	Softcap       float64 // 0: off
 	Scale         float64
 	Rows          bool
+	KV            gir.DType // the cache's element type (0: f32)
 }
 
 func (s Attention) Name() string {
@@ -44,7 +46,7 @@ func (s Attention) Name() string {
 	if s.Rows {
 		n += "_rows"
 	}
-	return n
+	return n + kvSuffix(s.KV)
 }
 func (s Attention) Items() int64   { return int64(s.T * s.HQ) }
 func (s Attention) Granule() int64 { return 1 }
@@ -64,15 +66,16 @@ func (s Attention) Validate() error {
 	if s.Window < 0 || s.Softcap < 0 {
 		return fmt.Errorf("window and softcap must be ≥ 0")
 	}
-	return nil
+	return checkKV(s.KV)
 }
 
 func (s Attention) emit(g *gen) {
 	out, q := g.argPtr(0, tF32), g.argPtr(1, tF32)
 	k, v := g.argPtr(2, tF32), g.argPtr(3, tF32)
+	kvt := kvType(s.KV)
 	var kc, vc value.Value
 	if !s.Rows {
-		kc, vc = g.argPtr(4, tF32), g.argPtr(5, tF32)
+		kc, vc = g.argPtr(4, elemType(kvt)), g.argPtr(5, elemType(kvt))
 	}
 	pos, nvalid := g.scalars(6)
 	L := g.L()
@@ -91,7 +94,7 @@ func (s Attention) emit(g *gen) {
 		if s.Rows {
 			i, row0 = g.rowPos(6, t), t
 			pos = i
-			kc, vc = g.rowPtr(4, t), g.rowPtr(5, t)
+			kc, vc = g.rowPtr(4, t, elemType(kvt)), g.rowPtr(5, t, elemType(kvt))
 		} else {
 			i = g.add(pos, t)
 		}
@@ -109,11 +112,26 @@ func (s Attention) emit(g *gen) {
 		for d := 0; d < nd; d++ {
 			init = append(init, cf(g.vf(), 0))
 		}
-		update := func(kp, vp, off value.Value, c []value.Value) []value.Value {
+		// load reads one vector of a key or value: from the cache (of
+		// its type), or from the chunk (f32), rounded as the cache will
+		// hold it, so every query sees the same keys however the
+		// sequence was split into calls.
+		load := func(p, off value.Value, cached bool) value.Value {
+			if cached {
+				return g.loadVec(kvt, L, p, off, nil)
+			}
+			x := g.loadF(p, off, nil)
+			if kvt == gir.BF16 {
+				x = g.widen(g.narrowBF16(x), gir.BF16)
+			}
+			return x
+		}
+		// update folds in one key and value.
+		update := func(kp, vp, off value.Value, cached bool, c []value.Value) []value.Value {
 			chains := min(4, nd)
 			parts := make([]value.Value, chains)
 			for d := 0; d < nd; d++ {
-				kv := g.loadF(kp, g.addc(off, int64(d*L)), nil)
+				kv := load(kp, g.addc(off, int64(d*L)), cached)
 				if parts[d%chains] == nil {
 					parts[d%chains] = g.fmul(qv[d], kv)
 				} else {
@@ -131,7 +149,7 @@ func (s Attention) emit(g *gen) {
 			next := []value.Value{mnew, g.fma(l, corr, p)}
 			cv, pv := g.splat(corr, L), g.splat(p, L)
 			for d := 0; d < nd; d++ {
-				vv := g.loadF(vp, g.addc(off, int64(d*L)), nil)
+				vv := load(vp, g.addc(off, int64(d*L)), cached)
 				next = append(next, g.fma(pv, vv, g.fmul(c[2+d], cv)))
 			}
 			return next
@@ -140,7 +158,7 @@ func (s Attention) emit(g *gen) {
 		_, c := g.loop(start, g.smin(g.addc(i, 1), pos), 1, init, func(j value.Value, c []value.Value) []value.Value {
 			slot := g.b.NewSRem(j, ci64(int64(s.CacheLen)))
 			off := g.mulc(g.add(g.mulc(slot, int64(s.HKV)), kvh), int64(s.D))
-			return update(kc, vc, off, c)
+			return update(kc, vc, off, true, c)
 		})
 		// Keys from the chunk: max(start, pos) ≤ j ≤ i.
 		_, c = g.loop(g.smax(start, pos), g.addc(i, 1), 1, c, func(j value.Value, c []value.Value) []value.Value {
@@ -149,7 +167,7 @@ func (s Attention) emit(g *gen) {
 				row = g.add(row, row0)
 			}
 			off := g.mulc(g.add(g.mulc(row, int64(s.HKV)), kvh), int64(s.D))
-			return update(k, v, off, c)
+			return update(k, v, off, false, c)
 		})
 		inv := g.splat(g.fdiv(cf(tF32, 1), c[1]), L)
 		for d := 0; d < nd; d++ {

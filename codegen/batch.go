@@ -3,6 +3,8 @@ package codegen
 import (
 	"fmt"
 
+	gir "github.com/gemmac/gemmac/ir"
+	"github.com/llir/llvm/ir/types"
 	"github.com/llir/llvm/ir/value"
 )
 
@@ -32,10 +34,10 @@ func (g *gen) rowPos(i int, t value.Value) value.Value {
 	return g.load(tI64, g.argPtr(i, tI64), g.addc(t, 2))
 }
 
-// rowPtr loads row t's pointer from the per-row table args[i], as f32*.
-func (g *gen) rowPtr(i int, t value.Value) value.Value {
+// rowPtr loads row t's pointer from the per-row table args[i], as elem*.
+func (g *gen) rowPtr(i int, t value.Value, elem types.Type) value.Value {
 	p := g.load(tI8P, g.argPtr(i, tI8P), t)
-	return g.b.NewBitCast(p, ptrT(tF32))
+	return g.b.NewBitCast(p, ptrT(elem))
 }
 
 // KVStoreRows writes the keys and values of a batched step into each row's
@@ -44,15 +46,21 @@ func (g *gen) rowPtr(i int, t value.Value) value.Value {
 // Args: kcache and vcache (tables of T pointers to f32[CacheLen×HKV×D]), k
 // f32[T×HKV×D], v (same), batch scalars. Items: T rows (rows ≥ n_valid are
 // skipped).
-type KVStoreRows struct{ T, HKV, D, CacheLen int }
+type KVStoreRows struct {
+	T, HKV, D, CacheLen int
+	KV                  gir.DType // the caches' element type (0: f32)
+}
 
 func (s KVStoreRows) Name() string {
-	return fmt.Sprintf("kv_store_rows_t%d_hkv%d_d%d_c%d", s.T, s.HKV, s.D, s.CacheLen)
+	return fmt.Sprintf("kv_store_rows_t%d_hkv%d_d%d_c%d", s.T, s.HKV, s.D, s.CacheLen) + kvSuffix(s.KV)
 }
 func (s KVStoreRows) Items() int64   { return int64(s.T) }
 func (s KVStoreRows) Granule() int64 { return 1 }
 func (s KVStoreRows) Args() []string { return []string{"kcache", "vcache", "k", "v", "scalars"} }
 func (s KVStoreRows) Validate() error {
+	if err := checkKV(s.KV); err != nil {
+		return err
+	}
 	return positive("T, HKV, D and CacheLen", s.T, s.HKV, s.D, s.CacheLen)
 }
 
@@ -61,10 +69,11 @@ func (s KVStoreRows) emit(g *gen) {
 	_, nvalid := g.scalars(4)
 	row := int64(s.HKV * s.D)
 	g.forRange(g.lo, g.smin(g.hi, nvalid), 1, func(t value.Value) {
-		kc, vc := g.rowPtr(0, t), g.rowPtr(1, t)
+		et := elemType(kvType(s.KV))
+		kc, vc := g.rowPtr(0, t, et), g.rowPtr(1, t, et)
 		slot := g.b.NewSRem(g.rowPos(4, t), ci64(int64(s.CacheLen)))
 		so, do := g.mulc(t, row), g.mulc(slot, row)
-		g.copyF(kc, do, k, so, int(row))
-		g.copyF(vc, do, v, so, int(row))
+		g.storeKV(kc, do, k, so, int(row), s.KV)
+		g.storeKV(vc, do, v, so, int(row), s.KV)
 	})
 }

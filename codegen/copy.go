@@ -3,6 +3,7 @@ package codegen
 import (
 	"fmt"
 
+	gir "github.com/gemmac/gemmac/ir"
 	"github.com/llir/llvm/ir/value"
 )
 
@@ -43,20 +44,27 @@ func (g *gen) copyF(dst, do, src, so value.Value, n int) {
 //
 // Args: kcache f32[CacheLen×HKV×D], vcache (same), k f32[T×HKV×D], v (same),
 // scalars. Items: T rows (rows ≥ n_valid are skipped).
-type KVStore struct{ T, HKV, D, CacheLen int }
+type KVStore struct {
+	T, HKV, D, CacheLen int
+	KV                  gir.DType // the cache's element type (0: f32)
+}
 
 func (s KVStore) Name() string {
-	return fmt.Sprintf("kv_store_t%d_hkv%d_d%d_c%d", s.T, s.HKV, s.D, s.CacheLen)
+	return fmt.Sprintf("kv_store_t%d_hkv%d_d%d_c%d", s.T, s.HKV, s.D, s.CacheLen) + kvSuffix(s.KV)
 }
 func (s KVStore) Items() int64   { return int64(s.T) }
 func (s KVStore) Granule() int64 { return 1 }
 func (s KVStore) Args() []string { return []string{"kcache", "vcache", "k", "v", "scalars"} }
 func (s KVStore) Validate() error {
+	if err := checkKV(s.KV); err != nil {
+		return err
+	}
 	return positive("T, HKV, D and CacheLen", s.T, s.HKV, s.D, s.CacheLen)
 }
 
 func (s KVStore) emit(g *gen) {
-	kc, vc := g.argPtr(0, tF32), g.argPtr(1, tF32)
+	et := elemType(kvType(s.KV))
+	kc, vc := g.argPtr(0, et), g.argPtr(1, et)
 	k, v := g.argPtr(2, tF32), g.argPtr(3, tF32)
 	pos, nvalid := g.scalars(4)
 	row := int64(s.HKV * s.D)
@@ -64,7 +72,7 @@ func (s KVStore) emit(g *gen) {
 	g.forRange(first, g.smin(g.hi, nvalid), 1, func(t value.Value) {
 		slot := g.b.NewSRem(g.add(pos, t), ci64(int64(s.CacheLen)))
 		so, do := g.mulc(t, row), g.mulc(slot, row)
-		g.copyF(kc, do, k, so, int(row))
-		g.copyF(vc, do, v, so, int(row))
+		g.storeKV(kc, do, k, so, int(row), s.KV)
+		g.storeKV(vc, do, v, so, int(row), s.KV)
 	})
 }

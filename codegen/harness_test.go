@@ -22,6 +22,8 @@ type lib struct {
 	h     uintptr
 	syms  map[string]uintptr
 	lanes int
+	// int8 is set when the library's decode GEMVs quantise x to bytes.
+	int8 bool
 }
 
 // buildLib compiles m, links it with gcc into a shared object (as the runtime

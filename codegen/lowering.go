@@ -41,8 +41,9 @@ func EntriesFor(batch int) []Entry {
 	return es
 }
 
-// EntryGraph builds e's graph for cfg and runs the pass pipeline over it.
-func EntryGraph(e Entry, cfg *frontend.Config, dtypes map[string]ir.DType, context, chunk int) (*ir.Graph, error) {
+// EntryGraph builds e's graph for cfg, with a KV cache of kv, and runs the
+// pass pipeline over it.
+func EntryGraph(e Entry, cfg *frontend.Config, dtypes map[string]ir.DType, context, chunk int, kv ir.DType) (*ir.Graph, error) {
 	tokens := min(chunk, context)
 	switch {
 	case e.Batch > 0:
@@ -50,7 +51,7 @@ func EntryGraph(e Entry, cfg *frontend.Config, dtypes map[string]ir.DType, conte
 	case e.Decode:
 		tokens = 1
 	}
-	g, err := frontend.Build(e.Name, cfg, frontend.GraphShape{Tokens: tokens, Context: context, AllLogits: e.AllLogits, Batch: e.Batch > 0}, dtypes)
+	g, err := frontend.Build(e.Name, cfg, frontend.GraphShape{Tokens: tokens, Context: context, AllLogits: e.AllLogits, Batch: e.Batch > 0, KVDType: kv}, dtypes)
 	if err != nil {
 		return nil, err
 	}

@@ -107,10 +107,7 @@ func checkQuant(dt gir.DType, k int) error {
 // registers) halve mr. The granule (nc) does not depend on the target.
 func qTiling(R, nw, lanes int) (mr, nc int) {
 	if R == 1 {
-		if nw == 1 {
-			return 1, 8
-		}
-		return 1, 4
+		return 1, qDecodeNC[nw-1]
 	}
 	mr = 4
 	if nw == 2 {
@@ -122,6 +119,10 @@ func qTiling(R, nw, lanes int) (mr, nc int) {
 	return mr, 4
 }
 
+// qDecodeNC is the decode column tile: weight rows in flight for one
+// matrix (QMatmul) and per matrix for two (QGeGLU).
+var qDecodeNC = [2]int{8, 4}
+
 // qDecodePrefetch is how far ahead (bytes) the quantised decode GEMV
 // prefetches each weight row; 0 disables it.
 var qDecodePrefetch = 1024
@@ -130,6 +131,10 @@ var qDecodePrefetch = 1024
 // [lo, hi) (then single columns), inside them row tiles of mr over the valid
 // rows (then single rows).
 func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
+	if g.useInt8Decode(R) {
+		emitQGemvInt8(g, K, dt, nw, epi)
+		return
+	}
 	mr, nc := qTiling(R, nw, g.L())
 	out := g.argPtr(0, tF32)
 	x := g.argPtr(1, tF32)
@@ -179,17 +184,18 @@ func (g *gen) loadHalfAt(p, off value.Value) value.Value {
 	return g.halfBits(h)
 }
 
-// loadHalfSplatAt is splat(loadHalfAt(p, off)), broadcasting the half
-// before widening it where the target converts halves natively (one
-// broadcast and one vector conversion instead of a scalar round trip).
-func (g *gen) loadHalfSplatAt(p, off value.Value) value.Value {
-	L := g.L()
+// loadHalfSplatAt is splat(loadHalfAt(p, off)) in n lanes, broadcasting
+// the half before widening it where the target converts halves natively
+// (one broadcast load and one vector conversion instead of a scalar round
+// trip). The bits are splatted as i16: a splat of half goes through
+// general-purpose registers.
+func (g *gen) loadHalfSplatAt(p, off value.Value, n int) value.Value {
 	if !g.t.nativeF16() {
-		return g.splat(g.loadHalfAt(p, off), L)
+		return g.splat(g.loadHalfAt(p, off), n)
 	}
-	h := g.b.NewLoad(tF16, g.b.NewBitCast(g.gep(tI8, p, off), ptrT(tF16)))
+	h := g.b.NewLoad(tI16, g.b.NewBitCast(g.gep(tI8, p, off), ptrT(tI16)))
 	h.Align = 1
-	return g.b.NewFPExt(g.splat(h, L), g.vf())
+	return g.b.NewFPExt(g.b.NewBitCast(g.splat(h, n), vecT(n, tF16)), vecT(n, tF32))
 }
 
 // qWeights returns weights [i·L, (i+1)·L) of the block at byte offset boff
@@ -254,7 +260,7 @@ func (g *gen) qdotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0,
 		}
 		for m := 0; m < nw; m++ {
 			for c := 0; c < nc; c++ {
-				d := g.loadHalfSplatAt(wr[m][c], boff)
+				d := g.loadHalfSplatAt(wr[m][c], boff, g.L())
 				if decode {
 					var s value.Value
 					for i := 0; i < nv; i++ {
@@ -340,7 +346,7 @@ func emitQEmbed(g *gen, s Embed) {
 		dst := g.mulc(r, int64(s.H))
 		g.forRange(ci64(0), ci64(int64(s.H/gir.QK)), 1, func(b value.Value) {
 			boff := g.mulc(b, bb)
-			d := g.loadHalfSplatAt(row, boff)
+			d := g.loadHalfSplatAt(row, boff, g.L())
 			o := g.add(dst, g.mulc(b, gir.QK))
 			for i := 0; i < nv; i++ {
 				w := g.fmul(g.qWeights(s.TType, row, boff, i), d)

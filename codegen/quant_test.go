@@ -5,15 +5,58 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/x448/float16"
 
 	gir "github.com/gemmac/gemmac/ir"
 )
 
+// qdotRef is x · row j of w in float64: with the dequantised weights, or,
+// when int8, as the byte dot product kernels compute it: x quantised per
+// block of 32 (d = amax/127 in f32, q = x·(127/amax) rounded to even), and
+// Σ_b d_w·d_x·Σ q_w·q_x.
+func qdotRef(x []float32, w *qbuf, j int, int8 bool) float64 {
+	K := len(x)
+	var acc float64
+	if !int8 {
+		for k := range x {
+			acc += float64(x[k]) * w.vals[j*K+k]
+		}
+		return acc
+	}
+	for b := 0; b < K/gir.QK; b++ {
+		blk := x[b*gir.QK : (b+1)*gir.QK]
+		var amax float32
+		for _, v := range blk {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+		var inv float32
+		if amax > 0 {
+			inv = 127 / amax
+		}
+		// The weights' integers: dequantised values over the block's
+		// stored scale (exact).
+		dw := w.scale(j, b)
+		var dot float64
+		for i, v := range blk {
+			q := math.RoundToEven(float64(v * inv))
+			if dw != 0 {
+				dot += q * math.Round(w.vals[j*K+b*gir.QK+i]/dw)
+			}
+		}
+		acc += dw * float64(amax/127) * dot
+	}
+	return acc
+}
+
 // qbuf is a quantised weight matrix: its blocks (in a 64-byte aligned
 // buffer, as a GGUF's tensor data is) and the dequantised values in float64.
 type qbuf struct {
+	dt   gir.DType
+	cols int
 	data []byte
 	vals []float64
 }
@@ -26,7 +69,7 @@ func newQWeights(t testing.TB, dt gir.DType, rows, cols int, src []float32) *qbu
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &qbuf{data: alignedBytes(len(q.Data)), vals: make([]float64, rows*cols)}
+	w := &qbuf{dt: dt, cols: cols, data: alignedBytes(len(q.Data)), vals: make([]float64, rows*cols)}
 	copy(w.data, q.Data)
 	deq := make([]float32, rows*cols)
 	if err := gir.DequantizeRow(dt, q.Data, deq); err != nil {
@@ -40,6 +83,13 @@ func newQWeights(t testing.TB, dt gir.DType, rows, cols int, src []float32) *qbu
 
 func (w *qbuf) addr() uintptr { return addr(w.data) }
 
+// scale is the f16 scale of block b of row j, widened.
+func (w *qbuf) scale(j, b int) float64 {
+	bb := w.dt.BlockBytes()
+	off := (j*w.cols/gir.QK + b) * bb
+	return float64(float16.Frombits(uint16(w.data[off]) | uint16(w.data[off+1])<<8).Float32())
+}
+
 func qmatmulCase(R, K, N int, dt gir.DType, nvalid int, softcap float64) kcase {
 	return kcase{QMatmul{R: R, K: K, N: N, WType: dt, Softcap: softcap}, func(t *testing.T, l *lib, s Spec) {
 		xs := float32(1)
@@ -52,11 +102,9 @@ func qmatmulCase(R, K, N int, dt gir.DType, nvalid int, softcap float64) kcase {
 		sc := scalarsBuf(3, int64(nvalid))
 		want := make([]float64, nvalid*N)
 		for r := 0; r < nvalid; r++ {
+			xr := x[r*K : (r+1)*K]
 			for j := 0; j < N; j++ {
-				var acc float64
-				for k := 0; k < K; k++ {
-					acc += float64(x[r*K+k]) * w.vals[j*K+k]
-				}
+				acc := qdotRef(xr, w, j, R == 1 && l.int8)
 				if softcap > 0 {
 					acc = softcap * math.Tanh(acc/softcap)
 				}
@@ -83,13 +131,10 @@ func qgegluCase(R, K, F int, dt gir.DType, nvalid int) kcase {
 		sc := scalarsBuf(0, int64(nvalid))
 		want := make([]float64, nvalid*F)
 		for r := 0; r < nvalid; r++ {
+			xr := x[r*K : (r+1)*K]
 			for j := 0; j < F; j++ {
-				var g, u float64
-				for k := 0; k < K; k++ {
-					g += float64(x[r*K+k]) * wg.vals[j*K+k]
-					u += float64(x[r*K+k]) * wu.vals[j*K+k]
-				}
-				want[r*F+j] = gelu64(g) * u
+				int8 := R == 1 && l.int8
+				want[r*F+j] = gelu64(qdotRef(xr, wg, j, int8)) * qdotRef(xr, wu, j, int8)
 			}
 		}
 		runSplits(t, l, s, []uintptr{addr(out), addr(x), wg.addr(), wu.addr(), addr(sc)}, func() { clear32(out) },
@@ -167,20 +212,14 @@ func quantCases() []kcase {
 }
 
 func TestQuantKernels(t *testing.T) {
-	for _, tg := range testTargets() {
-		t.Run(tg.Name, func(t *testing.T) {
-			cases := quantCases()
-			m := NewModule(tg)
-			for _, c := range cases {
-				m.MustAdd(c.spec)
-			}
-			l := buildLib(t, m)
-			l.lanes = tg.Lanes
-			for _, c := range cases {
-				t.Run(c.spec.Name(), func(t *testing.T) { c.run(t, l, c.spec) })
-			}
-		})
+	targets := testTargets()
+	if targets[0].hasVNNI() {
+		// The f32-activation decode kernels, as x86-64-v4 without VNNI
+		// runs them.
+		v4, _ := TargetByName("x86-64-v4")
+		targets = append(targets, v4)
 	}
+	runCases(t, targets, quantCases())
 }
 
 // TestQuantCrossCompile checks that the quantised kernels compile for
@@ -230,6 +269,8 @@ var (
 		"q4_0":       QMatmul{R: 1, K: 2304, N: 9216, WType: gir.Q4_0},
 		"geglu_q8_0": QGeGLU{R: 1, K: 2304, F: 9216, WType: gir.Q8_0},
 		"geglu_q4_0": QGeGLU{R: 1, K: 2304, F: 9216, WType: gir.Q4_0},
+		"l2_q8_0":    QMatmul{R: 1, K: 2304, N: 256, WType: gir.Q8_0},
+		"l2_q4_0":    QMatmul{R: 1, K: 2304, N: 256, WType: gir.Q4_0},
 		"prefill_q8": QMatmul{R: 64, K: 2304, N: 2304, WType: gir.Q8_0},
 		"prefill_q4": QMatmul{R: 64, K: 2304, N: 2304, WType: gir.Q4_0},
 	}
@@ -239,6 +280,14 @@ func getQBenchLib(b *testing.B) *lib {
 	qbenchOnce.Do(func() {
 		if v := os.Getenv("GEMMAC_QPF"); v != "" {
 			qDecodePrefetch, _ = strconv.Atoi(v)
+		}
+		for i, e := range []string{"GEMMAC_QNC1", "GEMMAC_QNC2"} {
+			if v := os.Getenv(e); v != "" {
+				qDecodeNC[i], _ = strconv.Atoi(v)
+			}
+		}
+		if os.Getenv("GEMMAC_INT8") == "0" {
+			int8Decode = false
 		}
 		m := NewModule(HostTarget())
 		for _, s := range qbenchSpec {
@@ -274,7 +323,7 @@ func benchQ(b *testing.B, key string, threads int) {
 	sc := scalarsBuf(0, int64(R))
 	a := getArena()
 	copies := int64(1)
-	if R == 1 {
+	if R == 1 && !strings.HasPrefix(key, "l2_") {
 		copies = int64(len(a)*2) / (wb * int64(nw))
 	}
 	var argv [][]uintptr
@@ -296,7 +345,11 @@ func benchQ(b *testing.B, key string, threads int) {
 	runtime.KeepAlive(sc)
 }
 
-func BenchmarkQGEMVDecodeQ8_0(b *testing.B)     { benchQ(b, "q8_0", 1) }
+func BenchmarkQGEMVDecodeQ8_0(b *testing.B) { benchQ(b, "q8_0", 1) }
+
+// The decode GEMV on weights that stay in L2: the kernel's compute bound.
+func BenchmarkQGEMVInL2Q8_0(b *testing.B)       { benchQ(b, "l2_q8_0", 1) }
+func BenchmarkQGEMVInL2Q4_0(b *testing.B)       { benchQ(b, "l2_q4_0", 1) }
 func BenchmarkQGEMVDecodeQ8_0_2T(b *testing.B)  { benchQ(b, "q8_0", 2) }
 func BenchmarkQGEMVDecodeQ4_0(b *testing.B)     { benchQ(b, "q4_0", 1) }
 func BenchmarkQGEMVDecodeQ4_0_2T(b *testing.B)  { benchQ(b, "q4_0", 2) }

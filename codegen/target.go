@@ -80,10 +80,19 @@ func HostTarget() Target {
 	if name == "x86-64-v4" && cpu.X86.HasAVX512BF16 {
 		t.Features += ",+avx512bf16"
 	}
+	if name == "x86-64-v4" && cpu.X86.HasAVX512VNNI {
+		t.Features += ",+avx512vnni"
+	}
 	return t
 }
 
 func (t Target) isX86() bool { return strings.HasPrefix(t.Triple, "x86_64") }
+
+// hasVNNI reports whether the target has byte dot products (vpdpbusd) at
+// 256 bits: AVX-512 VNNI with VL.
+func (t Target) hasVNNI() bool {
+	return t.isX86() && strings.Contains(t.Features, "+avx512vnni") && strings.Contains(t.Features, "+avx512vl")
+}
 
 // nativeF16 reports whether fpext from half is a single instruction (F16C on
 // x86, always on AArch64); otherwise kernels widen f16 with integer ops

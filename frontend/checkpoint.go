@@ -30,8 +30,11 @@ type Checkpoint struct {
 	// Notes record what opening decided rather than read (defaults taken,
 	// conventions converted), for gemmac inspect.
 	Notes []string
-	files *safetensors.Checkpoint
-	gguf  *gguf.File
+	// InMemory is set when the weights were converted into the heap
+	// (Convert) rather than mapped from files.
+	InMemory bool
+	files    *safetensors.Checkpoint
+	gguf     *gguf.File
 }
 
 // Close unmaps the weights; tensors taken from the checkpoint die with it.

@@ -22,6 +22,8 @@ type GraphShape struct {
 	// (pos is i32[Tokens]) with its own KV cache, every row's logits
 	// returned. The weights are read once for all rows.
 	Batch bool
+	// KVDType is the KV cache's element type: F32 (or 0) or BF16.
+	KVDType ir.DType
 }
 
 // Graph inputs. "pos" is the position of the chunk's first token (of each
@@ -42,6 +44,9 @@ func Build(name string, c *Config, s GraphShape, dtypes map[string]ir.DType) (*i
 	}
 	if s.Tokens > s.Context && !s.Batch {
 		return nil, fmt.Errorf("graph %s: chunk of %d tokens exceeds the context of %d", name, s.Tokens, s.Context)
+	}
+	if kv := s.KVDType; kv != 0 && kv != ir.F32 && kv != ir.BF16 {
+		return nil, fmt.Errorf("graph %s: a KV cache of %v (want f32 or bf16)", name, kv)
 	}
 	if s.Batch && !s.AllLogits {
 		return nil, fmt.Errorf("graph %s: a batch graph returns every row's logits (set AllLogits)", name)
@@ -100,6 +105,7 @@ func Build(name string, c *Config, s GraphShape, dtypes map[string]ir.DType) (*i
 			Scale:    c.QueryScale(),
 			Softcap:  float32(c.AttnLogitSoftcapping),
 			CacheLen: s.Context,
+			KV:       s.KVDType,
 		}
 		if c.IsSliding(i) {
 			attn.Window = c.SlidingWindow

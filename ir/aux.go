@@ -114,10 +114,25 @@ type Attention struct {
 	// min(Window, context) for sliding ones, used as a ring (slot = pos mod
 	// CacheLen).
 	CacheLen int
+	// KV is the cache's element type: F32 (or 0), or BF16, which rounds
+	// every key and value as it is stored and halves the cache.
+	KV DType
+}
+
+// KVType is the cache's element type, F32 when unset.
+func (a Attention) KVType() DType {
+	if a.KV == 0 {
+		return F32
+	}
+	return a.KV
 }
 
 func (a Attention) String() string {
-	return fmt.Sprintf("layer=%d scale=%g softcap=%g window=%d cache=%d", a.Layer, a.Scale, a.Softcap, a.Window, a.CacheLen)
+	s := fmt.Sprintf("layer=%d scale=%g softcap=%g window=%d cache=%d", a.Layer, a.Scale, a.Softcap, a.Window, a.CacheLen)
+	if a.KVType() != F32 {
+		s += " kv=" + a.KVType().String()
+	}
+	return s
 }
 
 // Const holds the data of an OpConst value, always as f32 in row-major order.

@@ -9,9 +9,10 @@ import (
 // kvAlign keeps every cache region on a cache line.
 const kvAlign = 64
 
-// KVCache fixes the static hybrid cache: one f32 buffer holding, for each
-// attention layer, Slots × heads × dim keys and as many values. Global layers
-// get the whole context; sliding layers a ring of min(window, context) slots.
+// KVCache fixes the static hybrid cache: one buffer holding, for each
+// attention layer, Slots × heads × dim keys and as many values, of the
+// attention's KV type (f32 or bf16). Global layers get the whole context;
+// sliding layers a ring of min(window, context) slots.
 func KVCache(g *ir.Graph) error {
 	context := g.Meta["context"]
 	layout := &ir.KVLayout{}
@@ -34,7 +35,7 @@ func KVCache(g *ir.Graph) error {
 			}
 			continue
 		}
-		size := int64(a.CacheLen*heads*dim) * 4
+		size := int64(a.CacheLen*heads*dim) * int64(a.KVType().Size())
 		l := ir.KVLayer{Layer: a.Layer, Slots: a.CacheLen, Heads: heads, Dim: dim}
 		l.KOffset = layout.Bytes
 		l.VOffset = align(l.KOffset+size, kvAlign)

@@ -24,7 +24,7 @@ import (
 func compiledEngine(t *testing.T) func(*frontend.Checkpoint, model.Options) (model.Engine, error) {
 	cache := filepath.Join(os.TempDir(), "gemmac-test-kernels")
 	return func(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, error) {
-		c, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: codegen.HostTarget(), Context: opts.Context, Chunk: 16})
+		c, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: codegen.HostTarget(), Context: opts.Context, Chunk: 16, KVDType: opts.KVDType})
 		if err != nil {
 			return nil, err
 		}
@@ -42,7 +42,13 @@ func compiledEngine(t *testing.T) func(*frontend.Checkpoint, model.Options) (mod
 
 func loadModel(t *testing.T, name string, ctx int, compiled bool) *model.Model {
 	t.Helper()
-	opts := model.Options{Context: ctx}
+	return loadWith(t, name, model.Options{Context: ctx}, compiled)
+}
+
+// loadWith loads a reference model with opts, on the compiled engine or
+// the interpreter, closed when the test ends.
+func loadWith(t *testing.T, name string, opts model.Options, compiled bool) *model.Model {
+	t.Helper()
 	if compiled {
 		opts.Engine = compiledEngine(t)
 	}

@@ -1,7 +1,7 @@
 // Command report runs `gemmac bench --json --compare` on one or more models
 // and writes the results as JSON, a markdown table and an SVG chart.
 //
-//	go run ./bench/report --gemmac bin/gemmac --model NAME=DIR [--model NAME=DIR ...] \
+//	go run ./bench/report --gemmac bin/gemmac --model NAME=DIR[:DTYPE] [--model ...] \
 //		[--prompt-tokens 128] [--gen-tokens 16] [--threads N] --out bench/results
 //
 // It writes OUT/results.json (every raw result, with the machine and the
@@ -19,13 +19,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// modelSpec is one --model NAME=DIR.
-type modelSpec struct{ Name, Dir string }
+// modelSpec is one --model NAME=DIR[:DTYPE].
+type modelSpec struct{ Name, Dir, DType string }
+
+// weightDTypes are the DTYPE suffixes --model accepts: gemmac bench
+// converts the checkpoint's layers to it at load (--dtype).
+var weightDTypes = []string{"f32", "bf16", "q8_0", "q4_0"}
 
 // modelFlag collects repeated --model flags.
 type modelFlag []modelSpec
@@ -33,7 +38,11 @@ type modelFlag []modelSpec
 func (m *modelFlag) String() string {
 	var parts []string
 	for _, s := range *m {
-		parts = append(parts, s.Name+"="+s.Dir)
+		p := s.Name + "=" + s.Dir
+		if s.DType != "" {
+			p += ":" + s.DType
+		}
+		parts = append(parts, p)
 	}
 	return strings.Join(parts, " ")
 }
@@ -49,7 +58,11 @@ func (m *modelFlag) Set(v string) error {
 			return fmt.Errorf("model name %q given twice", name)
 		}
 	}
-	*m = append(*m, modelSpec{name, dir})
+	var dtype string
+	if i := strings.LastIndex(dir, ":"); i >= 0 && slices.Contains(weightDTypes, dir[i+1:]) {
+		dir, dtype = dir[:i], dir[i+1:]
+	}
+	*m = append(*m, modelSpec{name, dir, dtype})
 	return nil
 }
 
@@ -68,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var models modelFlag
 	gemmac := fs.String("gemmac", "bin/gemmac", "the gemmac binary (build it with: go build -o bin/gemmac ./cmd/gemmac)")
-	fs.Var(&models, "model", "NAME=DIR of a model to benchmark; repeat for more models")
+	fs.Var(&models, "model", "NAME=DIR of a model to benchmark, or NAME=DIR:DTYPE (f32, bf16, q8_0, q4_0) to convert its weights at load; repeat for more models")
 	promptTokens := fs.Int("prompt-tokens", 128, "tokens in the prompt (one prefill)")
 	genTokens := fs.Int("gen-tokens", 16, "tokens to decode after it")
 	threads := fs.Int("threads", 0, "CPU threads to pass to gemmac (default: gemmac's own, one per CPU)")
@@ -124,6 +137,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"--prompt-tokens", strconv.Itoa(*promptTokens),
 			"--gen-tokens", strconv.Itoa(*genTokens),
 			"--json", "--compare"}
+		if m.DType != "" {
+			cmdArgs = append(cmdArgs, "--dtype", m.DType)
+		}
 		if *threads > 0 {
 			cmdArgs = append(cmdArgs, "--threads", strconv.Itoa(*threads))
 		}

@@ -245,6 +245,12 @@ func TestModelFlag(t *testing.T) {
 	if err := m.Set("a=other"); err == nil {
 		t.Error("a repeated name was accepted")
 	}
+	if err := m.Set("b=dir/y:q4_0"); err != nil || m[1] != (modelSpec{"b", "dir/y", "q4_0"}) {
+		t.Errorf("b=dir/y:q4_0: %v, %+v", err, m)
+	}
+	if err := m.Set("c=dir:z"); err != nil || m[2] != (modelSpec{"c", "dir:z", ""}) {
+		t.Errorf("c=dir:z (not a dtype): %v, %+v", err, m)
+	}
 }
 
 // TestMain lets the test binary stand in for gemmac: with FAKE_GEMMAC set it

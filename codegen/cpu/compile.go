@@ -32,6 +32,10 @@ func Build(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options) (*Com
 	if err != nil {
 		return nil, err
 	}
+	art.Features = opts.Target.Features
+	if kv := opts.KVDType; kv != 0 && kv != ir.F32 {
+		art.KVDType = kv.String()
+	}
 	return &Compiled{Artifact: art, Module: mod}, nil
 }
 

@@ -14,7 +14,7 @@ import (
 // process, with a batched decode step when opts.Batch > 1. It has the
 // signature of model.Options.Engine.
 func JITEngine(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, error) {
-	compiled, err := Build(ckpt.Config, ckpt.WeightDTypes(), Options{Target: codegen.HostTarget(), Context: opts.Context, Batch: opts.Batch})
+	compiled, err := Build(ckpt.Config, ckpt.WeightDTypes(), Options{Target: codegen.HostTarget(), Context: opts.Context, Batch: opts.Batch, KVDType: opts.KVDType})
 	if err != nil {
 		return nil, err
 	}

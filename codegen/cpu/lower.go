@@ -21,6 +21,8 @@ type Options struct {
 	// Batch, above 1, adds the batched decode step of up to Batch
 	// sequences (plan.BatchProgram).
 	Batch int
+	// KVDType is the KV cache's element type: f32 (0) or bf16.
+	KVDType ir.DType
 }
 
 // Lower builds, optimises and lowers every entry point of cfg, adding the
@@ -42,7 +44,7 @@ func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *
 		return nil, fmt.Errorf("a batch of %d sequences is outside 0..%d", opts.Batch, codegen.MaxBatch)
 	}
 	for _, e := range codegen.EntriesFor(opts.Batch) {
-		g, err := codegen.EntryGraph(e, cfg, dtypes, opts.Context, opts.Chunk)
+		g, err := codegen.EntryGraph(e, cfg, dtypes, opts.Context, opts.Chunk, opts.KVDType)
 		if err != nil {
 			return nil, err
 		}
@@ -219,13 +221,13 @@ func (l *lowering) attention(v *ir.Value, out plan.Arg) error {
 	vc := plan.Arg{Kind: kind, Offset: layer.VOffset}
 	q, k, val := l.arg(v.Args[0]), l.arg(v.Args[1]), l.arg(v.Args[2])
 	spec := codegen.Attention{T: T, HQ: HQ, HKV: HKV, D: D, Window: a.Window, CacheLen: layer.Slots,
-		Softcap: float64(a.Softcap), Scale: float64(a.Scale), Rows: rows}
+		Softcap: float64(a.Softcap), Scale: float64(a.Scale), Rows: rows, KV: a.KV}
 	if err := l.call(spec, v.Name, int64(HQ), out, q, k, val, kc, vc, scalars); err != nil {
 		return err
 	}
-	var store codegen.Spec = codegen.KVStore{T: T, HKV: HKV, D: D, CacheLen: layer.Slots}
+	var store codegen.Spec = codegen.KVStore{T: T, HKV: HKV, D: D, CacheLen: layer.Slots, KV: a.KV}
 	if rows {
-		store = codegen.KVStoreRows{T: T, HKV: HKV, D: D, CacheLen: layer.Slots}
+		store = codegen.KVStoreRows{T: T, HKV: HKV, D: D, CacheLen: layer.Slots, KV: a.KV}
 	}
 	return l.call(store, v.Name+".store", 1, kc, vc, k, val, scalars)
 }

@@ -101,20 +101,42 @@ func TestQuantizedGGUFCompiled(t *testing.T) {
 				if len(got) != n*V {
 					t.Fatalf("%s: %d logits, want %d", what, len(got), n*V)
 				}
-				var worst float64
-				at := 0
-				for i, v := range got {
-					if d := math.Abs(float64(v) - ref.Logits[i/V][i%V]); d > worst || d != d {
-						worst, at = d, i
+				// Decode rows on targets that quantise activations meet
+				// the reference data's tolerance for that: ≤ 1.0 and the
+				// same argmax; everything else ≤ 1e-3.
+				int8 := codegen.HostTarget().QuantizesDecodeActivations()
+				for r := 0; r < n; r++ {
+					tol := 1e-3
+					if int8 && r >= prefill {
+						tol = 1.0
+						if a, b := argmax(got[r*V:(r+1)*V]), argmax(ref.Logits[r]); a != b {
+							t.Errorf("%s: row %d: argmax %d, reference %d", what, r, a, b)
+						}
 					}
-				}
-				t.Logf("%s: max |Δ| %.3g at %d,%d", what, worst, at/V, at%V)
-				if !(worst <= 1e-3) {
-					t.Errorf("%s: max |Δ| %.3g at %d,%d > 1e-3", what, worst, at/V, at%V)
+					var worst float64
+					at := 0
+					for i, v := range got[r*V : (r+1)*V] {
+						if d := math.Abs(float64(v) - ref.Logits[r][i]); d > worst || d != d {
+							worst, at = d, i
+						}
+					}
+					if !(worst <= tol) {
+						t.Errorf("%s: row %d: max |Δ| %.3g at %d > %g", what, r, worst, at, tol)
+					}
 				}
 			}
 			run("prefill 40", rtcpu.Options{Threads: 2}, n)
 			run("prefill 11 + decode (mapped weights)", rtcpu.Options{Threads: 2, MapWeights: true}, 11)
 		})
 	}
+}
+
+func argmax[T float32 | float64](row []T) int {
+	best := 0
+	for i, v := range row {
+		if v > row[best] {
+			best = i
+		}
+	}
+	return best
 }

@@ -93,7 +93,7 @@ func Build(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options) (*Com
 	c := &Compiled{Artifact: art, Launches: map[string][]Launch{}, Module: mod}
 	l := &lowering{c: c, mod: mod, weights: codegen.NewWeightTable(art)}
 	for _, e := range codegen.Entries {
-		g, err := codegen.EntryGraph(e, cfg, dtypes, opts.Context, opts.Chunk)
+		g, err := codegen.EntryGraph(e, cfg, dtypes, opts.Context, opts.Chunk, ir.F32)
 		if err != nil {
 			return nil, err
 		}

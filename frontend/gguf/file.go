@@ -2,53 +2,27 @@ package gguf
 
 import (
 	"fmt"
-	"math"
-	"os"
 	"strconv"
 
-	"golang.org/x/sys/unix"
+	"github.com/gemmac/gemmac/frontend/mmap"
 )
 
 // Open memory-maps the GGUF file at path read-only and parses its header in
 // place. Tensor data is never read into the heap: Data returns slices of the
 // mapping, valid until Close.
 func Open(path string) (*File, error) {
-	fd, err := os.Open(path)
+	data, mapped, err := mmap.ReadOnly(path, 8)
 	if err != nil {
 		return nil, fmt.Errorf("gguf: %w", err)
 	}
-	// The mapping stays valid after the descriptor is closed.
-	defer fd.Close()
-	st, err := fd.Stat()
+	f, err := parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("gguf: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("gguf: %s: not a regular file", path)
-	}
-	size := st.Size()
-	if size < 8 {
-		// Mapping zero bytes fails; let the parser name what is missing.
-		buf := make([]byte, size)
-		if _, err := fd.ReadAt(buf, 0); err != nil {
-			return nil, fmt.Errorf("gguf: %s: %w", path, err)
+		if mapped {
+			_ = mmap.Unmap(data)
 		}
-		_, err := parse(buf)
 		return nil, fmt.Errorf("gguf: %s: %w", path, err)
 	}
-	if size > math.MaxInt {
-		return nil, fmt.Errorf("gguf: %s: file of %d bytes too large to map", path, size)
-	}
-	mapping, err := unix.Mmap(int(fd.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("gguf: %s: mmap: %w", path, err)
-	}
-	f, err := parse(mapping)
-	if err != nil {
-		_ = unix.Munmap(mapping)
-		return nil, fmt.Errorf("gguf: %s: %w", path, err)
-	}
-	f.path, f.mapped = path, true
+	f.path, f.mapped = path, mapped
 	return f, nil
 }
 
@@ -58,7 +32,7 @@ func (f *File) Close() error {
 	if !f.mapped || f.data == nil {
 		return nil
 	}
-	err := unix.Munmap(f.data)
+	err := mmap.Unmap(f.data)
 	f.data = nil
 	if err != nil {
 		return fmt.Errorf("gguf: %s: munmap: %w", f.path, err)

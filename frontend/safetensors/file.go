@@ -2,11 +2,9 @@ package safetensors
 
 import (
 	"fmt"
-	"math"
-	"os"
 	"slices"
 
-	"golang.org/x/sys/unix"
+	"github.com/gemmac/gemmac/frontend/mmap"
 )
 
 // Tensor is one tensor of a checkpoint.
@@ -35,36 +33,17 @@ type File struct {
 // header. The file is never read into the heap: the header is parsed from the
 // mapping and tensor data aliases it.
 func Open(path string) (*File, error) {
-	fd, err := os.Open(path)
+	mapping, mapped, err := mmap.ReadOnly(path, 8)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
-	// The mapping stays valid after the descriptor is closed.
-	defer fd.Close()
-	st, err := fd.Stat()
+	// A file shorter than 8 bytes is read, not mapped, and always fails
+	// ParseHeader, which names what is missing.
+	h, err := ParseHeader(mapping, int64(len(mapping)))
 	if err != nil {
-		return nil, fmt.Errorf("safetensors: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("safetensors: %s: not a regular file", path)
-	}
-	size := st.Size()
-	// Mapping zero bytes fails with EINVAL, so report short files before
-	// trying; ParseHeader produces the canonical message.
-	if size < 8 {
-		_, err := ParseHeader(nil, size)
-		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
-	}
-	if size > math.MaxInt {
-		return nil, fmt.Errorf("safetensors: %s: file of %d bytes too large to map", path, size)
-	}
-	mapping, err := unix.Mmap(int(fd.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("safetensors: %s: mmap: %w", path, err)
-	}
-	h, err := ParseHeader(mapping, size)
-	if err != nil {
-		_ = unix.Munmap(mapping)
+		if mapped {
+			_ = mmap.Unmap(mapping)
+		}
 		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
 	}
 
@@ -127,7 +106,7 @@ func (f *File) Close() error {
 	}
 	m := f.mapping
 	f.mapping = nil
-	if err := unix.Munmap(m); err != nil {
+	if err := mmap.Unmap(m); err != nil {
 		return fmt.Errorf("safetensors: %s: munmap: %w", f.path, err)
 	}
 	return nil

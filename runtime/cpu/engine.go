@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/frontend/packed"
 	"github.com/gemmac/gemmac/ir"
 	"github.com/gemmac/gemmac/runtime/model"
 	"github.com/gemmac/gemmac/runtime/plan"
@@ -28,6 +29,8 @@ type Engine struct {
 	// owned holds the derived weights and the RoPE table.
 	owned []*region
 	rope  unsafe.Pointer
+	// packed is the build's packed weights file, when it has one.
+	packed *packed.File
 	// profile, when not nil, accumulates time per kernel.
 	profile map[string]*KernelTime
 	// batchRun is the batched decode step's memory (batch.go), made on
@@ -67,6 +70,9 @@ type Options struct {
 	// GoWorkers makes the pool threads wait for work in Go instead of in
 	// the native worker kernel (for comparison; slower).
 	GoWorkers bool
+	// WeightsFile is the packed weights file of a build that converted its
+	// weights; "" looks beside the executable.
+	WeightsFile string
 }
 
 // New binds a checkpoint to a compiled artifact. The checkpoint must have the
@@ -77,6 +83,9 @@ func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, opts O
 	if len(kernels.fns) != len(art.Kernels) {
 		return nil, fmt.Errorf("the binary links %d kernels, its plan names %d", len(kernels.fns), len(art.Kernels))
 	}
+	if err := checkFeatures(art.Target, art.Features); err != nil {
+		return nil, err
+	}
 	if err := art.Config.SameShape(ckpt.Config); err != nil {
 		return nil, fmt.Errorf("checkpoint %s does not match the compiled model: %w", ckpt.Dir, err)
 	}
@@ -84,6 +93,13 @@ func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, opts O
 		threads = runtime.GOMAXPROCS(0)
 	}
 	e := &Engine{art: art, kernels: kernels, pool: newPool(threads, kernels, !opts.GoWorkers)}
+	if art.Packed != nil {
+		var err error
+		if e.packed, ckpt, err = openPacked(art, ckpt, opts.WeightsFile); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
 	if err := e.bindWeights(ckpt, !opts.MapWeights); err != nil {
 		e.Close()
 		return nil, err
@@ -136,7 +152,9 @@ func (e *Engine) bindWeights(ckpt *frontend.Checkpoint, stage bool) error {
 			return err
 		}
 		e.copyParallel(r.mem, t.Data)
-		releaseMapped(t.Data)
+		if !ckpt.InMemory {
+			releaseMapped(t.Data)
+		}
 		e.owned = append(e.owned, r)
 		e.weights = append(e.weights, r.ptr(0))
 	}
@@ -194,22 +212,52 @@ func (e *Engine) fillRoPE() error {
 func (e *Engine) warmWeights() {
 	var sink byte
 	for i, w := range e.art.Weights {
-		n := ir.Shape(w.Shape).Elems() * 4 // derived weights are f32
-		if w.Derived == nil {
-			dt, err := ir.ParseDType(w.DType)
-			if err != nil {
-				continue
-			}
-			if n, err = dt.TensorBytes(w.Shape); err != nil {
-				continue
-			}
-		}
-		b := unsafe.Slice((*byte)(e.weights[i]), n)
-		for off := 0; off < n; off += 4096 {
+		b := unsafe.Slice((*byte)(e.weights[i]), weightBytes(w))
+		for off := 0; off < len(b); off += 4096 {
 			sink ^= b[off]
 		}
 	}
 	_ = sink
+}
+
+// weightBytes is the size of w as the kernels read it: derived weights are
+// materialised as f32.
+func weightBytes(w plan.Weight) int {
+	if w.Derived != nil {
+		return ir.Shape(w.Shape).Elems() * 4
+	}
+	dt, err := ir.ParseDType(w.DType)
+	if err != nil {
+		return 0 // plan.Check rejected unknown dtypes
+	}
+	n, err := dt.TensorBytes(w.Shape)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// WeightBytesPerToken is the bytes of weights a decode step reads, as the
+// kernels store them (norm scales as the f32 they are folded into); an
+// untied embedding contributes one row.
+func (e *Engine) WeightBytesPerToken() int64 {
+	var n int64
+	for _, w := range e.art.Weights {
+		bytes := int64(weightBytes(w))
+		if w.Name == frontend.EmbedName && !e.art.Config.TieWordEmbeddings {
+			bytes /= int64(e.art.Config.VocabSize)
+		}
+		n += bytes
+	}
+	return n
+}
+
+// KVDType is the KV cache's element type.
+func (e *Engine) KVDType() ir.DType {
+	if e.art.KVType() == "bf16" {
+		return ir.BF16
+	}
+	return ir.F32
 }
 
 // Name is "cpu".
@@ -227,6 +275,9 @@ func (e *Engine) Close() error {
 	var errs []error
 	for _, r := range e.owned {
 		errs = append(errs, r.free())
+	}
+	if e.packed != nil {
+		errs = append(errs, e.packed.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -24,6 +24,9 @@ func Linked(planJSON []byte, table unsafe.Pointer) (func(*frontend.Checkpoint, m
 		if opts.Context != art.Context {
 			return nil, fmt.Errorf("the kernels were compiled for a context of %d tokens, not %d (rebuild with --max-seq %d)", art.Context, opts.Context, opts.Context)
 		}
+		if kv := opts.KVDType; kv != 0 && kv.String() != art.KVType() {
+			return nil, fmt.Errorf("the kernels were compiled for a %s KV cache, not %v (rebuild with --kv-dtype %v)", art.KVType(), kv, kv)
+		}
 		if batch := compiledBatch(art); opts.Batch > max(batch, 1) {
 			return nil, fmt.Errorf("the kernels decode %d sequences per step, not %d (rebuild with --batch %d)", max(batch, 1), opts.Batch, opts.Batch)
 		}

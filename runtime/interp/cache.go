@@ -84,6 +84,11 @@ func (c *Cache) fits(g *ir.Graph, pos, n int) error {
 func (r *run) attention(dst []float32, v *ir.Value) error {
 	a := v.Aux.(ir.Attention)
 	q, k, val := r.vals[v.Args[0].ID], r.vals[v.Args[1].ID], r.vals[v.Args[2].ID]
+	if kv := a.KVType(); kv != ir.F32 {
+		// The chunk's keys and values as the cache will hold them: every
+		// query sees the same keys however the sequence was split.
+		k, val = rounded(k, kv), rounded(val, kv)
+	}
 	T, Hq, D := v.Shape[0], v.Shape[1], v.Shape[2]
 	Hkv := v.Args[1].Shape[1]
 	group := Hq / Hkv
@@ -149,4 +154,14 @@ func (r *run) attention(dst []float32, v *ir.Value) error {
 		copy(lc.v[slot*Hkv*D:(slot+1)*Hkv*D], val[t*Hkv*D:(t+1)*Hkv*D])
 	}
 	return nil
+}
+
+// rounded returns x rounded to kv, in f32 (the cache holds its values
+// widened back).
+func rounded(x []float32, kv ir.DType) []float32 {
+	out := make([]float32, len(x))
+	for i, v := range x {
+		out[i] = ir.RoundTo(v, kv)
+	}
+	return out
 }

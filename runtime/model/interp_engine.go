@@ -21,6 +21,7 @@ type InterpEngine struct {
 	context int
 	chunk   int
 	threads int
+	kv      ir.DType // the KV cache's element type
 
 	prefill, decode *interp.Program
 	// prefillAll (every row's logits) is built on first use: only the
@@ -35,11 +36,16 @@ type InterpEngine struct {
 // NewInterpEngine builds the prefill and decode graphs for a context of
 // context tokens and binds them to the checkpoint's weights.
 func NewInterpEngine(ckpt *frontend.Checkpoint, context, threads int) (*InterpEngine, error) {
+	return newInterpEngine(ckpt, context, threads, ir.F32)
+}
+
+// newInterpEngine is NewInterpEngine with a KV cache of kv (f32 or bf16).
+func newInterpEngine(ckpt *frontend.Checkpoint, context, threads int, kv ir.DType) (*InterpEngine, error) {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	e := &InterpEngine{cfg: ckpt.Config, weights: ckpt.Weights, dtypes: ckpt.WeightDTypes(),
-		context: context, chunk: min(DefaultChunk, context), threads: threads}
+		context: context, chunk: min(DefaultChunk, context), threads: threads, kv: kv}
 	var err error
 	if e.prefill, err = e.program("prefill", e.chunk, false); err != nil {
 		return nil, err
@@ -57,7 +63,7 @@ func (e *InterpEngine) EnableBatch(rows int) error {
 	if rows < 1 {
 		return fmt.Errorf("a batch of %d rows", rows)
 	}
-	g, err := frontend.Build("decode_batch", e.cfg, frontend.GraphShape{Tokens: rows, Context: e.context, AllLogits: true, Batch: true}, e.dtypes)
+	g, err := frontend.Build("decode_batch", e.cfg, frontend.GraphShape{Tokens: rows, Context: e.context, AllLogits: true, Batch: true, KVDType: e.kv}, e.dtypes)
 	if err != nil {
 		return err
 	}
@@ -109,7 +115,7 @@ func (e *InterpEngine) DecodeBatch(rows []BatchRow) ([][]float32, error) {
 }
 
 func (e *InterpEngine) program(name string, tokens int, all bool) (*interp.Program, error) {
-	g, err := frontend.Build(name, e.cfg, frontend.GraphShape{Tokens: tokens, Context: e.context, AllLogits: all}, e.dtypes)
+	g, err := frontend.Build(name, e.cfg, frontend.GraphShape{Tokens: tokens, Context: e.context, AllLogits: all, KVDType: e.kv}, e.dtypes)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +123,14 @@ func (e *InterpEngine) program(name string, tokens int, all bool) (*interp.Progr
 }
 
 func (e *InterpEngine) Name() string { return "interp" }
+
+// KVDType is the KV cache's element type.
+func (e *InterpEngine) KVDType() ir.DType {
+	if e.kv == 0 {
+		return ir.F32
+	}
+	return e.kv
+}
 func (e *InterpEngine) Context() int { return e.context }
 func (e *InterpEngine) Threads() int { return e.threads }
 func (e *InterpEngine) Close() error { return nil }

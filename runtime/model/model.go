@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/ir"
 	"github.com/gemmac/gemmac/runtime/chat"
 	"github.com/gemmac/gemmac/runtime/tokenizer"
 )
@@ -32,6 +33,13 @@ type Options struct {
 	// Engine, when set, runs the forward pass instead of the interpreter;
 	// compiled binaries pass their own.
 	Engine func(*frontend.Checkpoint, Options) (Engine, error)
+	// Convert re-encodes the weights at load (e.g. to q8_0) before the
+	// engine sees them; the zero value keeps them as stored.
+	Convert frontend.Conversion
+	// KVDType is the KV cache's element type: f32 (0) or bf16, which
+	// rounds keys and values to bfloat16 and halves the cache. A compiled
+	// binary has its own and refuses another.
+	KVDType ir.DType
 	// Batch, above 1, asks for a batched decode step of up to Batch
 	// sequences (a BatchEngine): the interpreter and the in-process
 	// compiler build one; a built binary has the batch it was built with.
@@ -49,6 +57,10 @@ type Model struct {
 	EOS        []int // generation stops at any of these ids
 	Engine     Engine
 	checkpoint *frontend.Checkpoint
+	// weightBytes is what a decode step reads of the weights the engine was
+	// given (converted, if asked); the model keeps no reference to them, so
+	// converted copies are freed once a compiled engine has staged them.
+	weightBytes int64
 }
 
 // Load opens the checkpoint in dir and prepares an engine for it.
@@ -105,10 +117,18 @@ func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
 		return nil, err
 	}
 
+	if !opts.Convert.IsZero() {
+		// The converted checkpoint shares ckpt's mappings for the tensors
+		// it keeps; m.checkpoint still closes them.
+		if ckpt, err = frontend.Convert(ckpt, opts.Convert); err != nil {
+			return nil, err
+		}
+	}
+	m.weightBytes = weightBytesPerToken(cfg, ckpt.Weights)
 	newEngine := opts.Engine
 	if newEngine == nil {
 		newEngine = func(c *frontend.Checkpoint, o Options) (Engine, error) {
-			e, err := NewInterpEngine(c, o.Context, o.Threads)
+			e, err := newInterpEngine(c, o.Context, o.Threads, o.KVDType)
 			if err != nil || o.Batch < 2 {
 				return e, err
 			}
@@ -168,11 +188,20 @@ func (m *Model) NeedTokenizer() (*tokenizer.Tokenizer, error) {
 
 // WeightBytesPerToken is the bytes of weights one decode step reads: every
 // tensor once, except an untied embedding table, of which it reads one row.
+// An engine that reads other weights than the checkpoint's (a build with a
+// packed weights file) says so itself.
 func (m *Model) WeightBytesPerToken() int64 {
+	if e, ok := m.Engine.(interface{ WeightBytesPerToken() int64 }); ok {
+		return e.WeightBytesPerToken()
+	}
+	return m.weightBytes
+}
+
+func weightBytesPerToken(cfg *frontend.Config, weights map[string]ir.Tensor) int64 {
 	var n int64
-	for name, t := range m.checkpoint.Weights {
-		if name == frontend.EmbedName && !m.Config.TieWordEmbeddings {
-			n += int64(len(t.Data) / m.Config.VocabSize)
+	for name, t := range weights {
+		if name == frontend.EmbedName && !cfg.TieWordEmbeddings {
+			n += int64(len(t.Data) / cfg.VocabSize)
 			continue
 		}
 		n += int64(len(t.Data))

@@ -23,9 +23,12 @@ const WorkerKernel = "pool_worker"
 
 // Artifact is a compiled model.
 type Artifact struct {
-	Version int              `json:"version"`
-	Target  string           `json:"target"` // e.g. "cpu x86-64-v4"
-	Config  *frontend.Config `json:"config"`
+	Version int    `json:"version"`
+	Target  string `json:"target"` // e.g. "cpu x86-64-v4"
+	// Features are the CPU features the kernels were compiled with (llc's
+	// -mattr, e.g. "+avx512f,+avx512vnni"); a CPU lacking one is refused.
+	Features string           `json:"features,omitempty"`
+	Config   *frontend.Config `json:"config"`
 	// Context is the number of positions the KV cache holds.
 	Context int `json:"context"`
 	// Kernels are the native kernels' names, in table order.
@@ -34,8 +37,14 @@ type Artifact struct {
 	Weights []Weight `json:"weights"`
 	// KVBytes is the size of one sequence's KV cache.
 	KVBytes int64 `json:"kv_bytes"`
+	// KVDType is the cache's element type, "bf16" or "" for f32.
+	KVDType string `json:"kv_dtype,omitempty"`
 	// RoPE describes the cos/sin table the engine fills at start.
 	RoPE RoPETable `json:"rope"`
+	// Packed, when set, says the weights come from a packed weights file
+	// written by the build (converted to the kernels' dtypes), not from the
+	// checkpoint.
+	Packed *PackedWeights `json:"packed,omitempty"`
 	// Programs are the entry points: "prefill", "prefill_all", "decode",
 	// and, in a build for batched decoding, BatchProgram.
 	Programs map[string]*Program `json:"programs"`
@@ -52,6 +61,17 @@ type Weight struct {
 	DType   string      `json:"dtype"` // what the kernels read
 	Shape   []int       `json:"shape"`
 	Derived *ir.Derived `json:"derived,omitempty"`
+}
+
+// PackedWeights names a build's packed weights file (frontend/packed).
+type PackedWeights struct {
+	// File is the file's name, looked for beside the binary.
+	File string `json:"file"`
+	// Fingerprint is frontend.Fingerprint of the build: the file must
+	// carry the same.
+	Fingerprint string `json:"fingerprint"`
+	// Conversion is how the weights were converted, for messages.
+	Conversion string `json:"conversion"`
 }
 
 // RoPETable is cs[p·Dim + i] = cos(p·θ^(-2i/Dim)), cs[p·Dim + Dim/2 + i] =
@@ -182,4 +202,12 @@ func (a *Artifact) checkArg(p *Program, arg Arg) error {
 		return fmt.Errorf("unknown argument kind %q", arg.Kind)
 	}
 	return nil
+}
+
+// KVType is the KV cache's element type: "f32" or "bf16".
+func (a *Artifact) KVType() string {
+	if a.KVDType == "" {
+		return "f32"
+	}
+	return a.KVDType
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/gemmac/gemmac/bench/roofline"
 	cpucodegen "github.com/gemmac/gemmac/codegen/cpu"
 	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/ir"
 	"github.com/gemmac/gemmac/runtime/cpu"
 	"github.com/gemmac/gemmac/runtime/model"
 )
@@ -37,6 +38,10 @@ type BenchResult struct {
 	// of this run reads.
 	KVBytesPerToken int64 `json:"kv_bytes_per_token"`
 	KVCacheBytes    int64 `json:"kv_cache_bytes"`
+	// ResidentBytes is the process's resident set after the decode steps,
+	// PeakResidentBytes the largest it had been (loading included).
+	ResidentBytes     int64 `json:"rss_bytes,omitempty"`
+	PeakResidentBytes int64 `json:"peak_rss_bytes,omitempty"`
 	// PrefillFLOPs counts 2 FLOPs per non-embedding weight per prompt token
 	// and the LM head once (prefill only needs the last token's logits).
 	PrefillFLOPs float64 `json:"prefill_flops"`
@@ -164,6 +169,10 @@ func runBench(env *Env, args []string) error {
 	for _, r := range results {
 		fmt.Fprintf(env.Stdout, "%-24s %d threads: prefill %d tokens %8.1f tok/s, decode %d tokens %8.2f tok/s (%.1f MB of weights per token)\n",
 			r.Engine, r.Threads, r.PromptTokens, r.PrefillTokS, r.GenTokens, r.DecodeTokS, float64(r.WeightBytesPerToken)/1e6)
+		if r.ResidentBytes > 0 {
+			fmt.Fprintf(env.Stdout, "%24s resident set %.2f GiB (peak %.2f GiB), KV cache %.2f GiB\n",
+				"", gib(r.ResidentBytes), gib(r.PeakResidentBytes), gib(r.KVCacheBytes))
+		}
 		if machine != nil {
 			fmt.Fprintf(env.Stdout, "%24s decode at %.0f%% of the bandwidth roofline (%.2f tok/s), prefill at %.0f%% of the FMA peak (%.1f GFLOP/s)\n",
 				"", 100*r.DecodeRooflineFraction, r.DecodeRooflineTokS, 100*r.PrefillPeakFraction, r.PrefillGFLOP)
@@ -223,7 +232,7 @@ func Bench(m *model.Model, promptTokens, genTokens int) (*BenchResult, error) {
 	return &BenchResult{
 		PrefillFLOPs:        flops,
 		PrefillGFLOP:        flops / prefill.Seconds() / 1e9,
-		KVBytesPerToken:     kvBytesPerStep(cfg, promptTokens, genTokens),
+		KVBytesPerToken:     kvBytesPerStep(cfg, kvElemBytes(m.Engine), promptTokens, genTokens),
 		Engine:              m.Engine.Name(),
 		Threads:             m.Engine.Threads(),
 		PromptTokens:        promptTokens,
@@ -234,14 +243,26 @@ func Bench(m *model.Model, promptTokens, genTokens int) (*BenchResult, error) {
 		DecodeTokS:          float64(genTokens) / decode.Seconds(),
 		WeightBytesPerToken: m.WeightBytesPerToken(),
 		KVCacheBytes:        sess.CacheBytes(),
+		ResidentBytes:       residentBytes(),
+		PeakResidentBytes:   peakResidentBytes(),
 	}, nil
 }
 
-// kvBytesPerStep is the mean bytes of f32 keys and values a decode step
-// reads over positions prompt..prompt+gen-1: global layers read every
-// position so far, sliding layers at most a window.
-func kvBytesPerStep(cfg *frontend.Config, prompt, gen int) int64 {
-	perPosition := int64(2 * cfg.NumKeyValueHeads * cfg.HeadDim * 4)
+func gib(b int64) float64 { return float64(b) / (1 << 30) }
+
+// kvElemBytes is the size of one cached key or value element of the engine.
+func kvElemBytes(e model.Engine) int {
+	if k, ok := e.(interface{ KVDType() ir.DType }); ok {
+		return k.KVDType().Size()
+	}
+	return 4
+}
+
+// kvBytesPerStep is the mean bytes of keys and values (elem bytes each) a
+// decode step reads over positions prompt..prompt+gen-1: global layers read
+// every position so far, sliding layers at most a window.
+func kvBytesPerStep(cfg *frontend.Config, elem, prompt, gen int) int64 {
+	perPosition := int64(2 * cfg.NumKeyValueHeads * cfg.HeadDim * elem)
 	var total int64
 	for pos := prompt; pos < prompt+gen; pos++ {
 		for l := 0; l < cfg.NumHiddenLayers; l++ {

@@ -12,12 +12,15 @@ import (
 	"github.com/gemmac/gemmac/codegen/gobin"
 	"github.com/gemmac/gemmac/codegen/ptx"
 	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/frontend/packed"
+	"github.com/gemmac/gemmac/ir"
+	"github.com/gemmac/gemmac/runtime/plan"
 )
 
 func buildCommand() Command {
 	return Command{
 		Name:    "build",
-		Usage:   "--model DIR --target cpu[:NAME]|cuda[:sm_XX] [--max-seq S] [--emit ll|asm|ptx] -o BIN",
+		Usage:   "--model DIR --target cpu[:NAME]|cuda[:sm_XX] [--dtype T] [--kv-dtype bf16] [--max-seq S] [--emit ll|asm|ptx] -o BIN",
 		Summary: "compile a checkpoint into one optimised binary",
 		Run:     runBuild,
 	}
@@ -30,7 +33,9 @@ func runBuild(env *Env, args []string) error {
 	maxSeq := fs.Int("max-seq", 0, "context length the binary is compiled for (default min(max_position_embeddings, 4096))")
 	chunk := fs.Int("chunk", 64, "prompt tokens per prefill call")
 	batch := fs.Int("batch", 1, "sequences one batched decode step takes (serve decodes up to this many requests at once); 1: no batched step")
-	dtype := fs.String("dtype", "", "weight dtype the kernels read (default: the checkpoint's)")
+	dtype := fs.String("dtype", "", "weight dtype of the layers' matrices: f32, bf16, q8_0 or q4_0, converted at build time into BIN.weights (default: as stored)")
+	kvDType := fs.String("kv-dtype", "f32", "KV cache element type: f32, or bf16 (half the memory; keys and values rounded to bfloat16)")
+	embedDType := fs.String("embed-dtype", "", "dtype of the embedding, which is also the tied LM head (default: q8_0 when --dtype is q8_0 or q4_0, else --dtype)")
 	emit := fs.String("emit", "", "also write the generated kernels beside the binary: LLVM IR (ll) or assembly (asm, ptx)")
 	out := fs.StringP("output", "o", "", "the binary to write")
 	pkgDir := fs.String("emit-package", "", "instead of a binary, write an importable Go package (kernels linked through cgo, a Load function) into this directory")
@@ -72,12 +77,20 @@ func runBuild(env *Env, args []string) error {
 		return err
 	}
 	defer ckpt.Close()
-	if *dtype != "" {
-		for name, dt := range ckpt.WeightDTypes() {
-			if dt.String() != *dtype {
-				return fmt.Errorf("--dtype %s: tensor %s is stored as %v, and converting weights at build time is not supported yet", *dtype, name, dt)
-			}
-		}
+	conv, err := frontend.ParseConversion(*dtype, *embedDType)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	kv, err := parseKVDType(*kvDType)
+	if err != nil {
+		return err
+	}
+	if kv == ir.BF16 && isCUDA {
+		return usageError("--kv-dtype bf16 is for --target cpu")
+	}
+	convert := conv.Changes(ckpt)
+	if convert && (isCUDA || *pkgDir != "") {
+		return usageError("--dtype and --embed-dtype conversions are for binaries of --target cpu; convert the checkpoint itself for the others")
 	}
 	context := *maxSeq
 	if context == 0 {
@@ -93,9 +106,16 @@ func runBuild(env *Env, args []string) error {
 		}
 		return buildCUDA(env, ckpt, cudaTarget, context, *chunk, *emit, *out, src, start)
 	}
-	compiled, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: t, Context: context, Chunk: *chunk, Batch: *batch})
+	dtypes := conv.DTypes(ckpt)
+	compiled, err := cpucodegen.Build(ckpt.Config, dtypes, cpucodegen.Options{Target: t, Context: context, Chunk: *chunk, Batch: *batch, KVDType: kv})
 	if err != nil {
 		return err
+	}
+	if convert {
+		if compiled.Artifact.Packed, err = writePacked(ckpt, conv, dtypes, *out+".weights"); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stderr, "wrote %s: weights converted to %s\n", *out+".weights", conv)
 	}
 	if *emit != "" {
 		base := *out
@@ -130,6 +150,27 @@ func runBuild(env *Env, args []string) error {
 	fmt.Fprintf(env.Stderr, "built %s: %d kernels for %s, context %d, in %.1fs\n",
 		*out, len(compiled.Artifact.Kernels), t.Name, context, time.Since(start).Seconds())
 	return nil
+}
+
+// writePacked converts ckpt's weights into the packed file at path, tensor by
+// tensor, and returns how the binary's plan names it.
+func writePacked(ckpt *frontend.Checkpoint, conv frontend.Conversion, dtypes map[string]ir.DType, path string) (*plan.PackedWeights, error) {
+	fingerprint, err := frontend.Fingerprint(ckpt.Config, dtypes)
+	if err != nil {
+		return nil, err
+	}
+	w, err := packed.Create(path, fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	if err := conv.ConvertEach(ckpt, w.Add); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return &plan.PackedWeights{File: filepath.Base(path), Fingerprint: fingerprint, Conversion: conv.String()}, nil
 }
 
 func parseCPUTarget(s string) (codegen.Target, error) {

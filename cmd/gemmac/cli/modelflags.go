@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	cpucodegen "github.com/gemmac/gemmac/codegen/cpu"
+	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/ir"
 
 	"github.com/spf13/pflag"
 
@@ -18,6 +20,9 @@ type modelFlags struct {
 	threads   int
 	tokenizer string
 	template  string
+	dtype     string
+	embed     string
+	kv        string
 	// batch is the rows of the batched decode step to build (serve
 	// --batch, bench --streams): model.Options.Batch.
 	batch int
@@ -29,6 +34,9 @@ func (m *modelFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&m.maxSeq, "max-seq", 0, "context length in tokens (default min(max_position_embeddings, 4096))")
 	fs.IntVar(&m.threads, "threads", 0, "CPU threads (default: one per CPU)")
 	fs.StringVar(&m.tokenizer, "tokenizer", "", "tokenizer.json to use instead of the model directory's")
+	fs.StringVar(&m.dtype, "dtype", "", "convert the layers' weights at load: f32, bf16, q8_0 or q4_0 (default: as stored)")
+	fs.StringVar(&m.embed, "embed-dtype", "", "convert the embedding (the tied LM head) at load (default: q8_0 for quantised --dtype, else --dtype)")
+	fs.StringVar(&m.kv, "kv-dtype", "", "KV cache element type: f32 or bf16 (half the memory; keys and values rounded to bfloat16); a built binary has its own")
 	fs.StringVar(&m.template, "chat-template", "", "gemma2, systemgemma2 or gemma3 (built-in renderers), or jinja (the checkpoint's own template); default: the built-in the checkpoint's template matches, else jinja")
 }
 
@@ -39,7 +47,17 @@ func (m *modelFlags) load(fs *pflag.FlagSet, env *Env) (*model.Model, error) {
 	if m.maxSeq < 0 || m.threads < 0 {
 		return nil, usageError("--max-seq and --threads must not be negative")
 	}
+	conv, err := frontend.ParseConversion(m.dtype, m.embed)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	kv, err := parseKVDType(m.kv)
+	if err != nil {
+		return nil, err
+	}
 	opts := model.Options{
+		Convert:   conv,
+		KVDType:   kv,
 		Context:   m.maxSeq,
 		Threads:   m.threads,
 		Batch:     m.batch,
@@ -96,4 +114,17 @@ func tokensPerSecond(n int, seconds float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f", float64(n)/seconds)
+}
+
+// parseKVDType reads --kv-dtype: "" (the default, f32), f32 or bf16.
+func parseKVDType(s string) (ir.DType, error) {
+	switch s {
+	case "":
+		return 0, nil
+	case "f32":
+		return ir.F32, nil
+	case "bf16":
+		return ir.BF16, nil
+	}
+	return 0, usageError("--kv-dtype %q: want f32 or bf16", s)
 }

@@ -1,0 +1,212 @@
+package codegen
+
+// Decode GEMVs for q8_0 / q4_0 weights with byte dot products (AVX-512 VNNI
+// at 256 bits). Widening every weight to f32 costs about four vector
+// instructions per eight weights, which caps these GEMVs at a third to a half
+// of the memory bandwidth; summing a block's 32 byte products in one vpdpbusd
+// needs x in bytes too, so x is quantised once per call to q8_0 blocks, as
+// llama.cpp does. The result then differs from the f32-activation kernels
+// by that rounding (the reference data allow it: ≤ 1.0 with the same argmax,
+// against ≤ 1e-3 for f32 activations), and prefill keeps f32 activations.
+//
+// vpdpbusd multiplies unsigned by signed bytes. q4_0 nibbles are already
+// unsigned (q + 8); q8_0 weights are made so by flipping their sign bit
+// (q + 128). Both offsets are undone with the block's Σx: Σ(q+o)·x − o·Σx,
+// the correction being the accumulator's starting value. q4_0's high
+// nibbles are not shifted down: masked in place they are 16·(q + 8), in the
+// upper four i32 lanes only, which the scale then divides by 16 (exactly).
+
+import (
+	gir "github.com/gemmac/gemmac/ir"
+	"github.com/llir/llvm/ir/constant"
+	"github.com/llir/llvm/ir/enum"
+	"github.com/llir/llvm/ir/types"
+	"github.com/llir/llvm/ir/value"
+)
+
+// int8Decode lets benchmarks compare the f32-activation decode kernels on
+// targets that have byte dot products.
+var int8Decode = true
+
+// QuantizesDecodeActivations reports whether t's decode GEMVs for q8_0 /
+// q4_0 weights quantise x to bytes (so their results follow the reference
+// data's tolerance for quantised activations, not f32's).
+func (t Target) QuantizesDecodeActivations() bool { return int8Decode && t.hasVNNI() }
+
+// useInt8Decode reports whether the decode GEMVs use byte dot products.
+func (g *gen) useInt8Decode(R int) bool { return R == 1 && int8Decode && g.t.hasVNNI() }
+
+// qOffset is what a weight's stored byte exceeds its value by, once made
+// unsigned for vpdpbusd.
+func qOffset(dt gir.DType) int64 {
+	if dt == gir.Q8_0 {
+		return 128
+	}
+	return 8
+}
+
+// quantizeX quantises the K floats of x to q8_0-style blocks in stack
+// buffers: xq (K bytes), xd (each block's scale) and xc (each block's
+// vpdpbusd starting value: the offset corrections, as 8 i32 lanes).
+func (g *gen) quantizeX(x value.Value, K int, dt gir.DType) (xq, xd, xc value.Value) {
+	L := g.L()
+	nb := K / gir.QK
+	alloc := func(t types.Type, n int) value.Value {
+		a := g.b.NewAlloca(t)
+		a.NElems = ci64(int64(n))
+		a.Align = 32
+		return a
+	}
+	xq, xd, xc = alloc(tI8, K), alloc(tF32, nb), alloc(tI32, 8*nb)
+	vi := vecT(L, tI32)
+	fmaxV := g.m.intrinsic("llvm.vector.reduce.fmax."+tsuffix(g.vf()), tF32, g.vf())
+	addV := g.m.intrinsic("llvm.vector.reduce.add."+tsuffix(vi), tI32, vi)
+	g.forRange(ci64(0), ci64(int64(nb)), 1, func(b value.Value) {
+		k := g.mulc(b, gir.QK)
+		vs := make([]value.Value, gir.QK/L)
+		var amax value.Value
+		for i := range vs {
+			vs[i] = g.loadF(x, g.addc(k, int64(i*L)), nil)
+			if a := g.fabs(vs[i]); amax == nil {
+				amax = a
+			} else {
+				amax = g.fmax(amax, a)
+			}
+		}
+		m := g.b.NewCall(fmaxV, amax)
+		g.store(g.fdiv(m, cf(tF32, 127)), xd, b)
+		inv := g.b.NewSelect(g.b.NewFCmp(enum.FPredOGT, m, cf(tF32, 0)), g.fdiv(cf(tF32, 127), m), cf(tF32, 0))
+		// Sums of the block's first and second 16 integers (L ≤ 16, so
+		// each vector lies in one half).
+		halves := [2]value.Value{ci(vi, 0), ci(vi, 0)}
+		for i, v := range vs {
+			q := g.b.NewFPToSI(g.unary("nearbyint", g.fmul(v, g.splat(inv, L))), vi)
+			h := i * L / (gir.QK / 2)
+			halves[h] = g.add(halves[h], q)
+			q8 := g.b.NewTrunc(q, vecT(L, tI8))
+			g.b.NewStore(q8, g.b.NewBitCast(g.gep(tI8, xq, g.addc(k, int64(i*L))), ptrT(q8.Type())))
+		}
+		lo, hi := g.b.NewCall(addV, halves[0]), g.b.NewCall(addV, halves[1])
+		// q8_0: −128·Σq in lane 0; q4_0: −8·Σq_lo in lane 0 and
+		// −16·8·Σq_hi in lane 4 (the upper lanes' products are 16×).
+		corr0, corr4 := g.mulc(g.add(lo, hi), -128), value.Value(ci32(0))
+		if dt == gir.Q4_0 {
+			corr0, corr4 = g.mulc(lo, -8), g.mulc(hi, -128)
+		}
+		cv := g.b.NewInsertElement(constant.NewZeroInitializer(vecT(8, tI32)), corr0, ci32(0))
+		cv = g.b.NewInsertElement(cv, corr4, ci32(4))
+		g.b.NewStore(cv, g.b.NewBitCast(g.gep(tI32, xc, g.mulc(b, 8)), ptrT(vecT(8, tI32))))
+	})
+	return xq, xd, xc
+}
+
+// emitQGemvInt8 is the R = 1 body of QMatmul (nw = 1) and QGeGLU (nw = 2):
+// column tiles of nc weight rows per matrix, each block's 32 products summed
+// in one vpdpbusd, scaled by d_w·d_x into 8-lane f32 accumulators.
+func emitQGemvInt8(g *gen, K int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
+	_, nc := qTiling(1, nw, g.L())
+	nb := K / gir.QK
+	bb := int64(dt.BlockBytes())
+	rowBytes := int64(nb) * bb
+	out := g.argPtr(0, tF32)
+	x := g.argPtr(1, tF32)
+	ws := make([]value.Value, nw)
+	for m := range ws {
+		ws[m] = g.argPtr(2+m, tI8)
+	}
+	xq, xd, xc := g.quantizeX(x, K, dt)
+	v8i, v8f := vecT(8, tI32), vecT(8, tF32)
+	dpbusd := g.m.intrinsic("llvm.x86.avx512.vpdpbusd.256", v8i, v8i, v8i, v8i)
+	xq32 := g.b.NewBitCast(xq, ptrT(v8i))
+	xc32 := g.b.NewBitCast(xc, ptrT(v8i))
+	// Per-lane factors of the scale: q4_0's upper lanes hold 16× products.
+	var lanes value.Value = cf(v8f, 1)
+	if dt == gir.Q4_0 {
+		one, sixteenth := cf(tF32, 1), cf(tF32, 1.0/16)
+		lanes = constant.NewVector(v8f, one, one, one, one, sixteenth, sixteenth, sixteenth, sixteenth)
+	}
+
+	cols := func(j value.Value, nc int) {
+		rows := make([]value.Value, nw*nc)
+		for m := 0; m < nw; m++ {
+			for c := 0; c < nc; c++ {
+				rows[m*nc+c] = g.gep(tI8, ws[m], g.mulc(g.addc(j, int64(c)), rowBytes))
+			}
+		}
+		step := func(b value.Value, acc []value.Value) []value.Value {
+			xv := g.load(v8i, xq32, b)
+			cv := g.load(v8i, xc32, b)
+			dx := g.fmul(g.splat(g.load(tF32, xd, b), 8), lanes)
+			boff := g.mulc(b, bb)
+			next := make([]value.Value, len(acc))
+			for i, row := range rows {
+				dot := g.b.NewCall(dpbusd, cv, g.unsignedBlock(dt, row, boff), xv)
+				s := g.fmul(g.loadHalfSplatAt(row, boff, 8), dx)
+				next[i] = g.fma(g.b.NewSIToFP(dot, v8f), s, acc[i])
+			}
+			return next
+		}
+		acc := make([]value.Value, len(rows))
+		for i := range acc {
+			acc[i] = cf(v8f, 0)
+		}
+		// A cache line of each row per loop step, prefetched ahead.
+		ub := int((64 + bb - 1) / bb)
+		full := nb / ub * ub
+		if full > 0 {
+			_, acc = g.loop(ci64(0), ci64(int64(full)), int64(ub), acc, func(b value.Value, acc []value.Value) []value.Value {
+				if qDecodePrefetch > 0 {
+					for _, row := range rows {
+						for o := int64(0); o < int64(ub)*bb; o += 64 {
+							g.prefetch(tI8, row, g.addc(g.mulc(b, bb), int64(qDecodePrefetch)+o))
+						}
+					}
+				}
+				for u := 0; u < ub; u++ {
+					acc = step(g.addc(b, int64(u)), acc)
+				}
+				return acc
+			})
+		}
+		for b := full; b < nb; b++ {
+			acc = step(ci64(int64(b)), acc)
+		}
+		for c := 0; c < nc; c++ {
+			vals := make([]value.Value, nw)
+			for m := range vals {
+				vals[m] = g.reduce(acc[m*nc+c])
+			}
+			g.store(epi(vals), out, g.addc(j, int64(c)))
+		}
+	}
+	j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { cols(j, nc) })
+	if nc > 1 {
+		g.forRange(j, g.hi, 1, func(j value.Value) { cols(j, 1) })
+	}
+}
+
+// unsignedBlock loads the 32 weights of the block at byte offset boff of
+// row as unsigned bytes (value + qOffset), in order, as 8 × i32 for vpdpbusd.
+func (g *gen) unsignedBlock(dt gir.DType, row, boff value.Value) value.Value {
+	v8i := vecT(8, tI32)
+	if dt == gir.Q8_0 {
+		raw := g.loadVecRaw(tI8, gir.QK, row, g.addc(boff, 2), nil)
+		return g.b.NewBitCast(g.b.NewXor(raw, ci(vecT(gir.QK, tI8), -128)), v8i)
+	}
+	// q4_0: byte j holds weight j (low nibble) and j+16 (high nibble). The
+	// 16 bytes are loaded into both halves of the vector (one broadcast
+	// load) and masked: low nibbles in the lower half, high nibbles in
+	// place (16×) in the upper.
+	raw := g.loadVecRaw(tI8, gir.QK/2, row, g.addc(boff, 2), nil)
+	twice := make([]constant.Constant, gir.QK)
+	masks := make([]constant.Constant, gir.QK)
+	for i := range twice {
+		twice[i] = ci32(int64(i % (gir.QK / 2)))
+		masks[i] = ci(tI8, 0x0f)
+		if i >= gir.QK/2 {
+			masks[i] = ci(tI8, -16) // 0xf0
+		}
+	}
+	both := g.b.NewShuffleVector(raw, constant.NewUndef(raw.Type()), constant.NewVector(vecT(gir.QK, tI32), twice...))
+	return g.b.NewBitCast(g.b.NewAnd(both, constant.NewVector(vecT(gir.QK, tI8), masks...)), v8i)
+}

@@ -1,0 +1,263 @@
+package frontend
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/gemmac/gemmac/ir"
+)
+
+// Conversion says which dtype each weight of a checkpoint takes when it is
+// re-encoded at build (or load) time. The zero value keeps every tensor as
+// stored.
+type Conversion struct {
+	// Layers is the dtype of the decoder layers' projection matrices (q, k,
+	// v, o, gate, up, down); 0 keeps them as stored.
+	Layers ir.DType
+	// Embed is the dtype of the embedding table, which is also the LM head
+	// when the embeddings are tied; 0 means DefaultEmbedDType(Layers).
+	Embed ir.DType
+}
+
+// DefaultEmbedDType is the embedding's dtype when only the layers' is given.
+// Quantised layers keep a q8_0 embedding: tied to the LM head, its error lands
+// on the logits directly (llama.cpp keeps the output matrix at higher
+// precision for the same reason), and at 8 bits it still reads half the bytes
+// of bf16 per token.
+func DefaultEmbedDType(layers ir.DType) ir.DType {
+	if layers.IsQuantized() {
+		return ir.Q8_0
+	}
+	return layers
+}
+
+// ParseConversion reads the --dtype and --embed-dtype flags ("" = keep).
+func ParseConversion(layers, embed string) (Conversion, error) {
+	var c Conversion
+	var err error
+	if layers != "" {
+		if c.Layers, err = weightDType(layers); err != nil {
+			return c, fmt.Errorf("--dtype: %w", err)
+		}
+	}
+	if embed != "" {
+		if c.Embed, err = weightDType(embed); err != nil {
+			return c, fmt.Errorf("--embed-dtype: %w", err)
+		}
+	}
+	return c, nil
+}
+
+func weightDType(s string) (ir.DType, error) {
+	d, err := ir.ParseDType(s)
+	if err != nil || !(d == ir.F32 || d == ir.BF16 || d == ir.Q8_0 || d == ir.Q4_0) {
+		return 0, fmt.Errorf("unknown weight dtype %q (want f32, bf16, q8_0 or q4_0)", s)
+	}
+	return d, nil
+}
+
+// IsZero reports whether c keeps every tensor as stored.
+func (c Conversion) IsZero() bool { return c.Layers == 0 && c.Embed == 0 }
+
+// String is how the conversion reads on a command line.
+func (c Conversion) String() string {
+	if c.IsZero() {
+		return "as stored"
+	}
+	s := ""
+	if c.Layers != 0 {
+		s = "layers " + c.Layers.String() + ", "
+	}
+	embed := c.Embed
+	if embed == 0 {
+		embed = DefaultEmbedDType(c.Layers)
+	}
+	return s + "embedding " + embed.String()
+}
+
+// Target is the dtype the tensor name of cfg takes, or (0, false) when it is
+// kept as stored (norm scales always are: they are read once per token and
+// folded into f32 by the compiler).
+func (c Conversion) Target(cfg *Config, name string) (ir.DType, bool) {
+	if name == EmbedName || name == LMHeadName {
+		embed := c.Embed
+		if embed == 0 {
+			embed = DefaultEmbedDType(c.Layers)
+		}
+		return embed, embed != 0
+	}
+	if c.Layers == 0 || !isProjection(cfg, name) {
+		return 0, false
+	}
+	return c.Layers, true
+}
+
+func isProjection(cfg *Config, name string) bool {
+	for i := 0; i < cfg.NumHiddenLayers; i++ {
+		l := Layer(i)
+		switch name {
+		case l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down:
+			return true
+		}
+	}
+	return false
+}
+
+// DTypes is the dtype of every weight of ckpt after the conversion.
+func (c Conversion) DTypes(ckpt *Checkpoint) map[string]ir.DType {
+	out := ckpt.WeightDTypes()
+	for name, dt := range out {
+		if to, ok := c.Target(ckpt.Config, name); ok {
+			out[name] = to
+		} else {
+			out[name] = dt
+		}
+	}
+	return out
+}
+
+// Changes reports whether converting ckpt re-encodes any tensor.
+func (c Conversion) Changes(ckpt *Checkpoint) bool {
+	for name, t := range ckpt.Weights {
+		if to, ok := c.Target(ckpt.Config, name); ok && to != t.DType {
+			return true
+		}
+	}
+	return false
+}
+
+// ConvertTensor re-encodes t as dtype to: through f32, rounding to nearest
+// even for bf16 and with llama.cpp's quantisers for q8_0 / q4_0.
+func ConvertTensor(t ir.Tensor, to ir.DType) (ir.Tensor, error) {
+	if t.DType == to {
+		return t, nil
+	}
+	if to.IsQuantized() && t.DType.IsQuantized() {
+		return ir.Tensor{}, fmt.Errorf("%v tensor cannot be re-quantised as %v (convert from the f32/bf16/f16 checkpoint)", t.DType, to)
+	}
+	if _, err := to.TensorBytes(t.Shape); err != nil {
+		return ir.Tensor{}, err
+	}
+	f, err := t.Float32s()
+	if err != nil {
+		return ir.Tensor{}, err
+	}
+	shape := append(ir.Shape(nil), t.Shape...)
+	switch to {
+	case ir.F32:
+		return ir.Tensor{DType: ir.F32, Shape: shape, Data: f32Bytes(f)}, nil
+	case ir.BF16:
+		data := make([]byte, 2*len(f))
+		for i, v := range f {
+			b := ir.F32ToBF16(v)
+			data[2*i], data[2*i+1] = byte(b), byte(b>>8)
+		}
+		return ir.Tensor{DType: ir.BF16, Shape: shape, Data: data}, nil
+	case ir.Q8_0, ir.Q4_0:
+		return ir.Quantize(to, shape, f)
+	}
+	return ir.Tensor{}, fmt.Errorf("cannot convert weights to %v", to)
+}
+
+func f32Bytes(f []float32) []byte {
+	data := make([]byte, 4*len(f))
+	for i, v := range f {
+		bits := math.Float32bits(v)
+		data[4*i], data[4*i+1], data[4*i+2], data[4*i+3] = byte(bits), byte(bits>>8), byte(bits>>16), byte(bits>>24)
+	}
+	return data
+}
+
+// ConvertEach converts every weight of ckpt that c changes, calling emit with
+// each tensor (converted or as stored) in WeightSpecs order. Tensors are
+// converted by all CPUs, a few at a time, so memory holds only those in
+// flight, not the converted model.
+func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Tensor) error) error {
+	specs := ckpt.Config.WeightSpecs()
+	type result struct {
+		t   ir.Tensor
+		err error
+	}
+	workers := runtime.GOMAXPROCS(0)
+	results := make([]chan result, len(specs))
+	for i := range results {
+		results[i] = make(chan result, 1)
+	}
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	go func() {
+		for i, s := range specs {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t, ok := ckpt.Weights[s.Name]
+				if !ok {
+					results[i] <- result{err: fmt.Errorf("checkpoint has no tensor %s", s.Name)}
+					return
+				}
+				if to, ok := c.Target(ckpt.Config, s.Name); ok {
+					var err error
+					if t, err = ConvertTensor(t, to); err != nil {
+						err = fmt.Errorf("tensor %s: %w", s.Name, err)
+					}
+					results[i] <- result{t, err}
+					return
+				}
+				results[i] <- result{t: t}
+			}()
+		}
+	}()
+	var firstErr error
+	for i, s := range specs {
+		r := <-results[i]
+		<-sem
+		if firstErr == nil {
+			firstErr = r.err
+			if firstErr == nil {
+				firstErr = emit(s.Name, r.t)
+			}
+		}
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// Convert returns a checkpoint with ckpt's config and side data whose
+// weights are converted by c and held in memory (the interpreter and the
+// JIT engine run it as they run a stored one). It shares ckpt's memory map
+// for the tensors it keeps, so ckpt must stay open while it is used.
+func Convert(ckpt *Checkpoint, c Conversion) (*Checkpoint, error) {
+	out := *ckpt
+	out.files, out.gguf, out.InMemory = nil, nil, true
+	out.Weights = make(map[string]ir.Tensor, len(ckpt.Weights))
+	err := c.ConvertEach(ckpt, func(name string, t ir.Tensor) error {
+		out.Weights[name] = t
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out.Notes = append(append([]string(nil), ckpt.Notes...), "weights converted: "+c.String())
+	return &out, nil
+}
+
+// Fingerprint identifies a build's weights: the config and every tensor's
+// name, dtype and shape. A packed weights file carries the fingerprint of
+// the build that wrote it.
+func Fingerprint(cfg *Config, dtypes map[string]ir.DType) (string, error) {
+	js, err := cfg.Marshal()
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write(js)
+	for _, s := range cfg.WeightSpecs() {
+		fmt.Fprintf(h, "\n%s %v %v", s.Name, dtypes[s.Name], s.Shape)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

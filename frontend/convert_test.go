@@ -1,0 +1,117 @@
+package frontend
+
+import (
+	"bytes"
+	"path/filepath"
+	"testing"
+
+	"github.com/gemmac/gemmac/ir"
+)
+
+// TestConvertMatchesLlamaQuantize quantises tiny-hot's f32 safetensors at
+// build time and compares every projection and the embedding, byte for byte,
+// with the GGUFs llama.cpp's llama-quantize --pure wrote from the same model.
+func TestConvertMatchesLlamaQuantize(t *testing.T) {
+	src, err := Open(filepath.Join(testdata, "models", "tiny-hot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	for _, dt := range []ir.DType{ir.Q8_0, ir.Q4_0} {
+		t.Run(dt.String(), func(t *testing.T) {
+			ref, err := Open(filepath.Join(testdata, "models", "tiny-hot."+dt.String()+".gguf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ref.Close()
+			got, err := Convert(src, Conversion{Layers: dt, Embed: dt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			compared := 0
+			for name, want := range ref.Weights {
+				if want.DType != dt {
+					continue // norms: f32 in the GGUF, kept as stored here
+				}
+				g := got.Weights[name]
+				if g.DType != dt || !g.Shape.Equal(want.Shape) || !bytes.Equal(g.Data, want.Data) {
+					t.Errorf("%s: converted %v%v differs from llama-quantize's %v%v", name, g.DType, g.Shape, want.DType, want.Shape)
+				}
+				compared++
+			}
+			if want := 7*src.Config.NumHiddenLayers + 1; compared != want {
+				t.Errorf("compared %d tensors, want %d", compared, want)
+			}
+			if norm := got.Weights[Layer(0).InputNorm]; norm.DType != ir.F32 {
+				t.Errorf("norm converted to %v; norms are kept as stored", norm.DType)
+			}
+		})
+	}
+}
+
+func TestConversionTargets(t *testing.T) {
+	ckpt, err := Open(filepath.Join(testdata, "models", "tiny"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ckpt.Close()
+	cases := []struct {
+		conv         Conversion
+		embed, layer ir.DType
+		changes      bool
+	}{
+		{Conversion{}, ir.F32, ir.F32, false},
+		{Conversion{Layers: ir.F32}, ir.F32, ir.F32, false},
+		{Conversion{Layers: ir.Q4_0}, ir.Q8_0, ir.Q4_0, true},
+		{Conversion{Layers: ir.Q8_0, Embed: ir.BF16}, ir.BF16, ir.Q8_0, true},
+		{Conversion{Layers: ir.BF16}, ir.BF16, ir.BF16, true},
+		{Conversion{Embed: ir.Q4_0}, ir.Q4_0, ir.F32, true},
+	}
+	for _, c := range cases {
+		dts := c.conv.DTypes(ckpt)
+		if dts[EmbedName] != c.embed || dts[Layer(1).Down] != c.layer || dts[FinalNormName] != ir.F32 {
+			t.Errorf("%v: embed %v, down %v, final norm %v; want %v, %v, f32", c.conv, dts[EmbedName], dts[Layer(1).Down], dts[FinalNormName], c.embed, c.layer)
+		}
+		if got := c.conv.Changes(ckpt); got != c.changes {
+			t.Errorf("%v: Changes = %v, want %v", c.conv, got, c.changes)
+		}
+	}
+	if _, err := ParseConversion("q5_k", ""); err == nil {
+		t.Error("--dtype q5_k accepted")
+	}
+	if _, err := ParseConversion("", "i32"); err == nil {
+		t.Error("--embed-dtype i32 accepted")
+	}
+}
+
+func TestConvertRefusesRequantising(t *testing.T) {
+	q, err := ir.Quantize(ir.Q8_0, ir.Shape{2, 32}, make([]float32, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ConvertTensor(q, ir.Q4_0); err == nil {
+		t.Error("q8_0 → q4_0 accepted")
+	}
+	odd := ir.Tensor{DType: ir.F32, Shape: ir.Shape{2, 20}, Data: make([]byte, 160)}
+	if _, err := ConvertTensor(odd, ir.Q8_0); err == nil {
+		t.Error("rows of 20 quantised to blocks of 32")
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	cfg, err := Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Fingerprint(cfg, map[string]ir.DType{EmbedName: ir.F32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Fingerprint(cfg, map[string]ir.DType{EmbedName: ir.Q8_0})
+	other := *cfg
+	other.SlidingWindow++
+	c, _ := Fingerprint(&other, map[string]ir.DType{EmbedName: ir.F32})
+	if a == b || a == c || len(a) != 64 {
+		t.Errorf("fingerprints %s, %s, %s: want distinct sha256 digests", a, b, c)
+	}
+}

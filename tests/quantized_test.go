@@ -1,0 +1,184 @@
+package tests
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gemmac/gemmac/cmd/gemmac/cli"
+	"github.com/gemmac/gemmac/codegen"
+	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/ir"
+	"github.com/gemmac/gemmac/runtime/model"
+)
+
+func loadConverted(t *testing.T, name string, conv frontend.Conversion, compiled bool) *model.Model {
+	t.Helper()
+	return loadWith(t, name, model.Options{Context: 64, Convert: conv}, compiled)
+}
+
+// TestEveryDTypeCompiled converts the tiny models to every weight dtype at
+// load and runs them compiled and interpreted: prefill within 1e-4; decode
+// too, except where the target quantises decode activations for byte dot
+// products (then ≤ 1.0 and the same argmax, the reference data's tolerance
+// for that). The q8_0 / q4_0 conversions of tiny-hot are llama-quantize's
+// bytes, so they also meet the float64 references of its GGUFs (≤ 1e-3).
+func TestEveryDTypeCompiled(t *testing.T) {
+	int8 := codegen.HostTarget().QuantizesDecodeActivations()
+	cases := []struct {
+		model string
+		dt    ir.DType
+		ref   string
+	}{
+		{"tiny", ir.BF16, ""},
+		{"tiny-bf16", ir.F32, "tiny.hf-math.json"},
+		{"tiny", ir.Q8_0, ""},
+		{"tiny", ir.Q4_0, ""},
+		{"tiny-hot", ir.Q8_0, "tiny-hot.q8_0.hf-math.json"},
+		{"tiny-hot", ir.Q4_0, "tiny-hot.q4_0.hf-math.json"},
+	}
+	ids := loadRef(t, "tiny.hf-math.json").Tokens
+	for _, c := range cases {
+		t.Run(c.model+"-"+c.dt.String(), func(t *testing.T) {
+			conv := frontend.Conversion{Layers: c.dt, Embed: c.dt}
+			compiled := loadConverted(t, c.model, conv, true)
+			interp := loadConverted(t, c.model, conv, false)
+			want := logitsOf(t, interp, ids, len(ids))
+			for _, prefill := range []int{len(ids), 11} {
+				got := logitsOf(t, compiled, ids, prefill)
+				for r := range got {
+					d := maxRowDiff(got[r:r+1], want[r:r+1])
+					if !(c.dt.IsQuantized() && int8 && r >= prefill) {
+						if d > 1e-4 {
+							t.Errorf("prefill %d: row %d differs from the interpreter by %.3g", prefill, r, d)
+						}
+						continue
+					}
+					// The argmax must hold unless the interpreter's top
+					// two are closer than the error allows (tiny's are).
+					if d > 1 || argmax(got[r]) != argmax(want[r]) && topMargin(want[r]) > 2*d {
+						t.Errorf("prefill %d: decode row %d: |Δ| %.3g, argmax %d vs %d", prefill, r, d, argmax(got[r]), argmax(want[r]))
+					}
+				}
+				if c.ref != "" {
+					ref := loadRef(t, c.ref)
+					if worst, row, col := maxAbsDiff(t, got[:prefill], ref.Logits[:prefill]); worst > 1e-3 {
+						t.Errorf("prefill %d: %.3g from %s at %d,%d", prefill, worst, c.ref, row, col)
+					}
+				}
+			}
+		})
+	}
+}
+
+// topMargin is the gap between the largest and second largest logit.
+func topMargin(row []float32) float64 {
+	best := argmax(row)
+	second := float32(-1e30)
+	for i, v := range row {
+		if i != best && v > second {
+			second = v
+		}
+	}
+	return float64(row[best] - second)
+}
+
+// TestBuiltQuantizedBinary builds tiny-hot with --dtype q4_0: the binary
+// reads its packed weights file and meets the reference of llama.cpp's q4_0
+// GGUF; a damaged, foreign or missing weights file is a clear error.
+func TestBuiltQuantizedBinary(t *testing.T) {
+	gemmac, _ := gemmacBuild(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tiny-q4")
+	cmd := exec.Command(gemmac, "build", "--model", modelDir("tiny-hot"), "--dtype", "q4_0", "--embed-dtype", "q4_0", "--max-seq", "64", "-o", bin)
+	cmd.Env = append(os.Environ(), "GEMMAC_SRC="+mustAbs(".."))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gemmac build --dtype q4_0: %v\n%s", err, out)
+	}
+	ref := loadRef(t, "tiny-hot.q4_0.hf-math.json")
+	tokens := strings.Trim(strings.Join(strings.Fields(strings.Trim(string(mustJSON(ref.Tokens)), "[]")), ""), ",")
+	logits := func() ([][]float32, string, error) {
+		out, err := exec.Command(bin, "logits", "--model", modelDir("tiny-hot"), "--tokens", tokens).CombinedOutput()
+		if err != nil {
+			return nil, string(out), err
+		}
+		var r struct {
+			Logits [][]float32 `json:"logits"`
+		}
+		return r.Logits, "", json.Unmarshal(out, &r)
+	}
+	got, out, err := logits()
+	if err != nil {
+		t.Fatalf("BIN logits: %v\n%s", err, out)
+	}
+	if worst, row, col := maxAbsDiff(t, got, ref.Logits); worst > 1e-3 {
+		t.Errorf("BIN logits: %.3g from the q4_0 reference at %d,%d", worst, row, col)
+	}
+
+	weights := bin + ".weights"
+	good, err := os.ReadFile(weights)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"truncated", good[:len(good)/2], "truncated"},
+		{"damaged", append(append([]byte(nil), good[:100]...), append([]byte{good[100] ^ 0xff}, good[101:]...)...), "fails its checksum"},
+		{"foreign", []byte("GGUF\x03\x00\x00\x00 and more bytes than a header needs"), "not a gemmac weights file"},
+	} {
+		if err := os.WriteFile(weights, c.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, out, err := logits(); err == nil || !strings.Contains(out, c.want) || !strings.Contains(out, weights) {
+			t.Errorf("%s weights file: %v: want an error naming %s and saying %q, got\n%s", c.name, err, weights, c.want, out)
+		}
+	}
+	os.Remove(weights)
+	if _, out, err := logits(); err == nil || !strings.Contains(out, weights) {
+		t.Errorf("missing weights file: %v: want an error naming %s, got\n%s", err, weights, out)
+	}
+}
+
+// TestEvalQuality measures KL divergence and top-1 agreement of q8_0 and
+// q4_0 against tiny-hot as stored, compiled and interpreted.
+func TestEvalQuality(t *testing.T) {
+	ref := loadModel(t, "tiny-hot", 64, true)
+	ids := make([]int, 4*32+1)
+	for i := range ids {
+		ids[i] = (i*37 + 11) % ref.Config.VocabSize
+	}
+	kld := map[string]float64{}
+	for _, dt := range []ir.DType{ir.Q8_0, ir.Q4_0} {
+		for _, compiled := range []bool{true, false} {
+			cand := loadConverted(t, "tiny-hot", frontend.Conversion{Layers: dt}, compiled)
+			base := ref
+			if !compiled {
+				base = loadModel(t, "tiny-hot", 64, false)
+			}
+			r, err := cli.EvalAgainst(base, cand, ids, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := r.Quality
+			t.Logf("%v compiled=%v: mean KLD %.3g, top-1 %.4f over %d positions", dt, compiled, q.MeanKLD, q.Top1Agreement, r.TokensScored)
+			if r.TokensScored != 128 || q.MeanKLD <= 0 || q.MeanKLD > 0.01 || q.Top1Agreement < 0.97 {
+				t.Errorf("%v: %d positions, mean KLD %.3g, top-1 %.4f: want 128, 0 < KLD ≤ 0.01, ≥ 97%%", dt, r.TokensScored, q.MeanKLD, q.Top1Agreement)
+			}
+			kld[dt.String()+map[bool]string{true: "c", false: "i"}[compiled]] = q.MeanKLD
+		}
+	}
+	for _, dt := range []string{"q8_0", "q4_0"} {
+		if c, i := kld[dt+"c"], kld[dt+"i"]; c/i > 1.05 || i/c > 1.05 {
+			t.Errorf("%s: compiled KLD %.4g and interpreted %.4g differ by more than 5%%", dt, c, i)
+		}
+	}
+	if kld["q4_0c"] <= kld["q8_0c"] {
+		t.Errorf("q4_0 KLD %.3g not above q8_0's %.3g", kld["q4_0c"], kld["q8_0c"])
+	}
+}
