@@ -22,7 +22,8 @@ type lib struct {
 	h     uintptr
 	syms  map[string]uintptr
 	lanes int
-	// int8 is set when the library's decode GEMVs quantise x to bytes.
+	// int8 is set when the library's q4_0 decode GEMVs quantise x to
+	// bytes (int8DTypes).
 	int8 bool
 }
 

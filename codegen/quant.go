@@ -131,7 +131,7 @@ var qDecodePrefetch = 1024
 // [lo, hi) (then single columns), inside them row tiles of mr over the valid
 // rows (then single rows).
 func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
-	if g.useInt8Decode(R) {
+	if g.useInt8Decode(R, dt) {
 		emitQGemvInt8(g, K, dt, nw, epi)
 		return
 	}

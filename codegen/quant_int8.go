@@ -28,13 +28,25 @@ import (
 // targets that have byte dot products.
 var int8Decode = true
 
-// QuantizesDecodeActivations reports whether t's decode GEMVs for q8_0 /
-// q4_0 weights quantise x to bytes (so their results follow the reference
-// data's tolerance for quantised activations, not f32's).
-func (t Target) QuantizesDecodeActivations() bool { return int8Decode && t.hasVNNI() }
+// int8DTypes are the weight types whose decode GEMVs use byte dot products,
+// by measurement (go test ./codegen -bench 'QGEMVDecode|QGeGLUDecode', with
+// GEMMAC_INT8=0 for the f32 path): q4_0's widening costs more than
+// quantising x (1.2–1.4× faster with vpdpbusd); q8_0's sign extension is
+// cheap enough that the f32 path matches or beats it (0.84–0.89×) and stays
+// exact.
+var int8DTypes = map[gir.DType]bool{gir.Q4_0: true}
+
+// QuantizesDecodeActivations reports whether t's decode GEMVs for weights of
+// dt quantise x to bytes (so their results follow the reference data's
+// tolerance for quantised activations, not f32's).
+func (t Target) QuantizesDecodeActivations(dt gir.DType) bool {
+	return int8Decode && int8DTypes[dt] && t.hasVNNI()
+}
 
 // useInt8Decode reports whether the decode GEMVs use byte dot products.
-func (g *gen) useInt8Decode(R int) bool { return R == 1 && int8Decode && g.t.hasVNNI() }
+func (g *gen) useInt8Decode(R int, dt gir.DType) bool {
+	return R == 1 && g.t.QuantizesDecodeActivations(dt)
+}
 
 // qOffset is what a weight's stored byte exceeds its value by, once made
 // unsigned for vpdpbusd.

@@ -27,7 +27,7 @@ func loadConverted(t *testing.T, name string, conv frontend.Conversion, compiled
 // for that). The q8_0 / q4_0 conversions of tiny-hot are llama-quantize's
 // bytes, so they also meet the float64 references of its GGUFs (≤ 1e-3).
 func TestEveryDTypeCompiled(t *testing.T) {
-	int8 := codegen.HostTarget().QuantizesDecodeActivations()
+	host := codegen.HostTarget()
 	cases := []struct {
 		model string
 		dt    ir.DType
@@ -51,7 +51,7 @@ func TestEveryDTypeCompiled(t *testing.T) {
 				got := logitsOf(t, compiled, ids, prefill)
 				for r := range got {
 					d := maxRowDiff(got[r:r+1], want[r:r+1])
-					if !(c.dt.IsQuantized() && int8 && r >= prefill) {
+					if !(host.QuantizesDecodeActivations(c.dt) && r >= prefill) {
 						if d > 1e-4 {
 							t.Errorf("prefill %d: row %d differs from the interpreter by %.3g", prefill, r, d)
 						}

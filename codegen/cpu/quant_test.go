@@ -104,7 +104,7 @@ func TestQuantizedGGUFCompiled(t *testing.T) {
 				// Decode rows on targets that quantise activations meet
 				// the reference data's tolerance for that: ≤ 1.0 and the
 				// same argmax; everything else ≤ 1e-3.
-				int8 := codegen.HostTarget().QuantizesDecodeActivations()
+				int8 := codegen.HostTarget().QuantizesDecodeActivations(c.dt)
 				for r := 0; r < n; r++ {
 					tol := 1e-3
 					if int8 && r >= prefill {
