@@ -2,7 +2,6 @@ package codegen
 
 import (
 	"fmt"
-	"math"
 	"runtime"
 	"testing"
 	"unsafe"
@@ -83,34 +82,11 @@ func attendRef(a Attention, q, kn, vn, kc, vc []float32, kvh, i int) []float64 {
 		o := ((j%a.CacheLen)*HKV + kvh) * D
 		return kc[o : o+D], vc[o : o+D]
 	}
-	var scores []float64
-	mx := math.Inf(-1)
-	for j := start; j <= i; j++ {
-		kr, _ := row(j)
-		var d float64
-		for e := 0; e < D; e++ {
-			d += float64(q[e]) * float64(kr[e])
-		}
-		d *= a.Scale
-		if a.Softcap > 0 {
-			d = a.Softcap * math.Tanh(d/a.Softcap)
-		}
-		scores = append(scores, d)
-		mx = math.Max(mx, d)
-	}
-	var z float64
-	for n := range scores {
-		scores[n] = math.Exp(scores[n] - mx)
-		z += scores[n]
-	}
 	out := make([]float64, D)
-	for j := start; j <= i; j++ {
-		_, vr := row(j)
-		p := scores[j-start] / z
-		for e := 0; e < D; e++ {
-			out[e] += p * float64(vr[e])
-		}
-	}
+	attendKeys(a, q[:D], start, i, func(j, e int) (float64, float64) {
+		kr, vr := row(j)
+		return float64(kr[e]), float64(vr[e])
+	}, out)
 	return out
 }
 
