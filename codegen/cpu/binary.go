@@ -53,20 +53,7 @@ func kernelTable() unsafe.Pointer { return unsafe.Pointer(&C.gemmac_kernels) }
 // generated Go main package, linked with gemmac's runtime (from the source
 // tree at src) and the kernel object.
 func (c *Compiled) Binary(out, src string) error {
-	dir, err := os.MkdirTemp("", "gemmac-kernels-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	obj := filepath.Join(dir, "kernels.o")
-	if err := c.Object(obj); err != nil {
-		return err
-	}
-	kernels, err := os.ReadFile(obj)
-	if err != nil {
-		return err
-	}
-	planJSON, err := c.Artifact.Marshal()
+	kernels, planJSON, err := c.objectAndPlan()
 	if err != nil {
 		return err
 	}
@@ -83,4 +70,23 @@ func (c *Compiled) Binary(out, src string) error {
 		"kernels.o":  kernels,
 		"plan.json":  planJSON,
 	}, true)
+}
+
+// objectAndPlan compiles the kernels to an object file's bytes and encodes
+// the plan: what a built binary and an emitted package both embed.
+func (c *Compiled) objectAndPlan() (kernels, planJSON []byte, err error) {
+	dir, err := os.MkdirTemp("", "gemmac-kernels-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	obj := filepath.Join(dir, "kernels.o")
+	if err := c.Object(obj); err != nil {
+		return nil, nil, err
+	}
+	if kernels, err = os.ReadFile(obj); err != nil {
+		return nil, nil, err
+	}
+	planJSON, err = c.Artifact.Marshal()
+	return kernels, planJSON, err
 }

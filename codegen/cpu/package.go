@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"go/token"
-	"os"
-	"path/filepath"
 	"text/template"
 
 	"github.com/gemmac/gemmac/codegen/gobin"
@@ -56,20 +54,7 @@ func (c *Compiled) Package(dir, name string) error {
 	if !token.IsIdentifier(name) || token.IsKeyword(name) {
 		return fmt.Errorf("package name %q is not a Go identifier", name)
 	}
-	tmp, err := os.MkdirTemp("", "gemmac-kernels-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	obj := filepath.Join(tmp, "kernels.o")
-	if err := c.Object(obj); err != nil {
-		return err
-	}
-	kernels, err := os.ReadFile(obj)
-	if err != nil {
-		return err
-	}
-	planJSON, err := c.Artifact.Marshal()
+	kernels, planJSON, err := c.objectAndPlan()
 	if err != nil {
 		return err
 	}
