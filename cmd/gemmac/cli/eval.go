@@ -173,9 +173,10 @@ func EvalAgainst(ref, cand *model.Model, ids []int, window int) (*EvalResult, er
 	err := eachWindow([]*model.Model{ref, cand}, ids, window, func(w []int, rows [][][]float32) {
 		for i := range rows[0] {
 			p, c := rows[0][i], rows[1][i]
-			refTotal += nll(p, w[i+1])
-			total += nll(c, w[i+1])
-			k := kld(p, c)
+			lseP, lseC := logSumExp(p), logSumExp(c)
+			refTotal += lseP - float64(p[w[i+1]])
+			total += lseC - float64(c[w[i+1]])
+			k := kld(p, c, lseP, lseC)
 			kldTotal += k
 			q.MaxKLD = math.Max(q.MaxKLD, k)
 			if argmax(p) == argmax(c) {
@@ -228,8 +229,9 @@ func eachWindow(models []*model.Model, ids []int, window int, score func(w []int
 	return nil
 }
 
-// logSoftmax returns log softmax(logits) in float64.
-func logSoftmax(logits []float32) []float64 {
+// logSumExp is log Σ exp(logits), in float64: softmax's normaliser in
+// log space.
+func logSumExp(logits []float32) float64 {
 	m := math.Inf(-1)
 	for _, x := range logits {
 		m = math.Max(m, float64(x))
@@ -238,23 +240,21 @@ func logSoftmax(logits []float32) []float64 {
 	for _, x := range logits {
 		sum += math.Exp(float64(x) - m)
 	}
-	lse := m + math.Log(sum)
-	out := make([]float64, len(logits))
-	for i, x := range logits {
-		out[i] = float64(x) - lse
-	}
-	return out
+	return m + math.Log(sum)
 }
 
 // nll is −log softmax(logits)[target].
-func nll(logits []float32, target int) float64 { return -logSoftmax(logits)[target] }
+func nll(logits []float32, target int) float64 {
+	return logSumExp(logits) - float64(logits[target])
+}
 
-// kld is KL(softmax(p) ‖ softmax(q)) = Σ P·(log P − log Q), in nats.
-func kld(p, q []float32) float64 {
-	lp, lq := logSoftmax(p), logSoftmax(q)
+// kld is KL(softmax(p) ‖ softmax(q)) = Σ P·(log P − log Q), in nats, given
+// each row's logSumExp.
+func kld(p, q []float32, lseP, lseQ float64) float64 {
 	var sum float64
-	for i := range lp {
-		sum += math.Exp(lp[i]) * (lp[i] - lq[i])
+	for i := range p {
+		lp := float64(p[i]) - lseP
+		sum += math.Exp(lp) * (lp - (float64(q[i]) - lseQ))
 	}
 	return math.Max(sum, 0)
 }
