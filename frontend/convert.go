@@ -72,11 +72,15 @@ func (c Conversion) String() string {
 	if c.Layers != 0 {
 		s = "layers " + c.Layers.String() + ", "
 	}
-	embed := c.Embed
-	if embed == 0 {
-		embed = DefaultEmbedDType(c.Layers)
+	return s + "embedding " + c.embed().String()
+}
+
+// embed is the embedding's dtype: Embed, or the default for Layers.
+func (c Conversion) embed() ir.DType {
+	if c.Embed == 0 {
+		return DefaultEmbedDType(c.Layers)
 	}
-	return s + "embedding " + embed.String()
+	return c.Embed
 }
 
 // Target is the dtype the tensor name of cfg takes, or (0, false) when it is
@@ -84,11 +88,7 @@ func (c Conversion) String() string {
 // folded into f32 by the compiler).
 func (c Conversion) Target(cfg *Config, name string) (ir.DType, bool) {
 	if name == EmbedName || name == LMHeadName {
-		embed := c.Embed
-		if embed == 0 {
-			embed = DefaultEmbedDType(c.Layers)
-		}
-		return embed, embed != 0
+		return c.embed(), c.embed() != 0
 	}
 	if c.Layers == 0 || !isProjection(cfg, name) {
 		return 0, false
@@ -110,11 +110,9 @@ func isProjection(cfg *Config, name string) bool {
 // DTypes is the dtype of every weight of ckpt after the conversion.
 func (c Conversion) DTypes(ckpt *Checkpoint) map[string]ir.DType {
 	out := ckpt.WeightDTypes()
-	for name, dt := range out {
+	for name := range out {
 		if to, ok := c.Target(ckpt.Config, name); ok {
 			out[name] = to
-		} else {
-			out[name] = dt
 		}
 	}
 	return out
