@@ -23,7 +23,7 @@ type lib struct {
 	syms  map[string]uintptr
 	lanes int
 	// int8 is set when the library's q4_0 decode GEMVs quantise x to
-	// bytes (int8DTypes).
+	// bytes (QuantizesDecodeActivations).
 	int8 bool
 }
 

@@ -134,7 +134,7 @@ var qDecodePrefetch = 1024
 // rows (then single rows).
 func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
 	if g.useInt8Decode(R, dt) {
-		emitQGemvInt8(g, K, dt, nw, epi)
+		emitQGemvInt8(g, K, nw, epi)
 		return
 	}
 	mr, nc := qTiling(R, nw, g.L())

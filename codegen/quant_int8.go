@@ -1,20 +1,19 @@
 package codegen
 
-// Decode GEMVs for q8_0 / q4_0 weights with byte dot products (AVX-512 VNNI
-// at 256 bits). Widening every weight to f32 costs about four vector
-// instructions per eight weights, which caps these GEMVs at a third to a half
-// of the memory bandwidth; summing a block's 32 byte products in one vpdpbusd
-// needs x in bytes too, so x is quantised once per call to q8_0 blocks, as
-// llama.cpp does. The result then differs from the f32-activation kernels
-// by that rounding (the reference data allow it: ≤ 1.0 with the same argmax,
-// against ≤ 1e-3 for f32 activations), and prefill keeps f32 activations.
+// Decode GEMVs for q4_0 weights with byte dot products (AVX-512 VNNI at 256
+// bits). Unpacking nibbles and widening every weight to f32 costs more
+// vector instructions than the block's bytes take to stream; summing a
+// block's 32 byte products in one vpdpbusd needs x in bytes too, so x is
+// quantised once per call to q8_0 blocks, as llama.cpp does. The result then
+// differs from the f32-activation kernels by that rounding (the reference
+// data allow it: ≤ 1.0 with the same argmax, against ≤ 1e-3 for f32
+// activations), and prefill keeps f32 activations.
 //
-// vpdpbusd multiplies unsigned by signed bytes. q4_0 nibbles are already
-// unsigned (q + 8); q8_0 weights are made so by flipping their sign bit
-// (q + 128). Both offsets are undone with the block's Σx: Σ(q+o)·x − o·Σx,
-// the correction being the accumulator's starting value. q4_0's high
-// nibbles are not shifted down: masked in place they are 16·(q + 8), in the
-// upper four i32 lanes only, which the scale then divides by 16 (exactly).
+// vpdpbusd multiplies unsigned by signed bytes. q4_0 nibbles are unsigned
+// (q + 8); the offset is undone with the block's Σx, Σ(q+8)·x − 8·Σx, the
+// correction being the accumulator's starting value. The high nibbles are
+// not shifted down: masked in place they are 16·(q + 8), in the upper four
+// i32 lanes only, which the scale then divides by 16 (exactly).
 
 import (
 	gir "github.com/gemmac/gemmac/ir"
@@ -28,19 +27,16 @@ import (
 // targets that have byte dot products.
 var int8Decode = true
 
-// int8DTypes are the weight types whose decode GEMVs use byte dot products,
-// by measurement (go test ./codegen -bench 'QGEMVDecode|QGeGLUDecode', with
-// GEMMAC_INT8=0 for the f32 path): q4_0's widening costs more than
-// quantising x (1.2–1.4× faster with vpdpbusd); q8_0's sign extension is
-// cheap enough that the f32 path matches or beats it (0.84–0.89×) and stays
-// exact.
-var int8DTypes = map[gir.DType]bool{gir.Q4_0: true}
-
 // QuantizesDecodeActivations reports whether t's decode GEMVs for weights of
 // dt quantise x to bytes (so their results follow the reference data's
-// tolerance for quantised activations, not f32's).
+// tolerance for quantised activations, not f32's). Only q4_0's do, by
+// measurement (go test ./codegen -bench 'QGEMVDecode|QGeGLUDecode', with
+// GEMMAC_INT8=0 for the f32 path): q4_0's unpacking costs more than
+// quantising x (1.2–1.4× faster with vpdpbusd); a q8_0 variant (sign bit
+// flipped to make the weights unsigned) matched or lost to the f32 path
+// (0.84–0.89×), which is exact, and was removed.
 func (t Target) QuantizesDecodeActivations(dt gir.DType) bool {
-	return int8Decode && int8DTypes[dt] && t.hasVNNI()
+	return int8Decode && dt == gir.Q4_0 && t.hasVNNI()
 }
 
 // useInt8Decode reports whether the decode GEMVs use byte dot products.
@@ -48,19 +44,10 @@ func (g *gen) useInt8Decode(R int, dt gir.DType) bool {
 	return R == 1 && g.t.QuantizesDecodeActivations(dt)
 }
 
-// qOffset is what a weight's stored byte exceeds its value by, once made
-// unsigned for vpdpbusd.
-func qOffset(dt gir.DType) int64 {
-	if dt == gir.Q8_0 {
-		return 128
-	}
-	return 8
-}
-
 // quantizeX quantises the K floats of x to q8_0-style blocks in stack
 // buffers: xq (K bytes), xd (each block's scale) and xc (each block's
 // vpdpbusd starting value: the offset corrections, as 8 i32 lanes).
-func (g *gen) quantizeX(x value.Value, K int, dt gir.DType) (xq, xd, xc value.Value) {
+func (g *gen) quantizeX(x value.Value, K int) (xq, xd, xc value.Value) {
 	L := g.L()
 	nb := K / gir.QK
 	alloc := func(t types.Type, n int) value.Value {
@@ -99,14 +86,10 @@ func (g *gen) quantizeX(x value.Value, K int, dt gir.DType) (xq, xd, xc value.Va
 			g.b.NewStore(q8, g.b.NewBitCast(g.gep(tI8, xq, g.addc(k, int64(i*L))), ptrT(q8.Type())))
 		}
 		lo, hi := g.b.NewCall(addV, halves[0]), g.b.NewCall(addV, halves[1])
-		// q8_0: −128·Σq in lane 0; q4_0: −8·Σq_lo in lane 0 and
-		// −16·8·Σq_hi in lane 4 (the upper lanes' products are 16×).
-		corr0, corr4 := g.mulc(g.add(lo, hi), -128), value.Value(ci32(0))
-		if dt == gir.Q4_0 {
-			corr0, corr4 = g.mulc(lo, -8), g.mulc(hi, -128)
-		}
-		cv := g.b.NewInsertElement(constant.NewZeroInitializer(vecT(8, tI32)), corr0, ci32(0))
-		cv = g.b.NewInsertElement(cv, corr4, ci32(4))
+		// −8·Σq_lo in lane 0 and −16·8·Σq_hi in lane 4 (the upper
+		// lanes' products are 16×).
+		cv := g.b.NewInsertElement(constant.NewZeroInitializer(vecT(8, tI32)), g.mulc(lo, -8), ci32(0))
+		cv = g.b.NewInsertElement(cv, g.mulc(hi, -128), ci32(4))
 		g.b.NewStore(cv, g.b.NewBitCast(g.gep(tI32, xc, g.mulc(b, 8)), ptrT(vecT(8, tI32))))
 	})
 	return xq, xd, xc
@@ -115,10 +98,10 @@ func (g *gen) quantizeX(x value.Value, K int, dt gir.DType) (xq, xd, xc value.Va
 // emitQGemvInt8 is the R = 1 body of QMatmul (nw = 1) and QGeGLU (nw = 2):
 // column tiles of nc weight rows per matrix, each block's 32 products summed
 // in one vpdpbusd, scaled by d_w·d_x into 8-lane f32 accumulators.
-func emitQGemvInt8(g *gen, K int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
+func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value) {
 	_, nc := qTiling(1, nw, g.L())
 	nb := K / gir.QK
-	bb := int64(dt.BlockBytes())
+	bb := int64(gir.Q4_0.BlockBytes())
 	rowBytes := int64(nb) * bb
 	out := g.argPtr(0, tF32)
 	x := g.argPtr(1, tF32)
@@ -126,17 +109,14 @@ func emitQGemvInt8(g *gen, K int, dt gir.DType, nw int, epi func(d []value.Value
 	for m := range ws {
 		ws[m] = g.argPtr(2+m, tI8)
 	}
-	xq, xd, xc := g.quantizeX(x, K, dt)
+	xq, xd, xc := g.quantizeX(x, K)
 	v8i, v8f := vecT(8, tI32), vecT(8, tF32)
 	dpbusd := g.m.intrinsic("llvm.x86.avx512.vpdpbusd.256", v8i, v8i, v8i, v8i)
 	xq32 := g.b.NewBitCast(xq, ptrT(v8i))
 	xc32 := g.b.NewBitCast(xc, ptrT(v8i))
 	// Per-lane factors of the scale: q4_0's upper lanes hold 16× products.
-	var lanes value.Value = cf(v8f, 1)
-	if dt == gir.Q4_0 {
-		one, sixteenth := cf(tF32, 1), cf(tF32, 1.0/16)
-		lanes = constant.NewVector(v8f, one, one, one, one, sixteenth, sixteenth, sixteenth, sixteenth)
-	}
+	one, sixteenth := cf(tF32, 1), cf(tF32, 1.0/16)
+	lanes := constant.NewVector(v8f, one, one, one, one, sixteenth, sixteenth, sixteenth, sixteenth)
 
 	cols := func(j value.Value, nc int) {
 		rows := make([]value.Value, nw*nc)
@@ -152,7 +132,7 @@ func emitQGemvInt8(g *gen, K int, dt gir.DType, nw int, epi func(d []value.Value
 			boff := g.mulc(b, bb)
 			next := make([]value.Value, len(acc))
 			for i, row := range rows {
-				dot := g.b.NewCall(dpbusd, cv, g.unsignedBlock(dt, row, boff), xv)
+				dot := g.b.NewCall(dpbusd, cv, g.unsignedBlock(row, boff), xv)
 				s := g.fmul(g.loadHalfSplatAt(row, boff, 8), dx)
 				next[i] = g.fma(g.b.NewSIToFP(dot, v8f), s, acc[i])
 			}
@@ -198,13 +178,9 @@ func emitQGemvInt8(g *gen, K int, dt gir.DType, nw int, epi func(d []value.Value
 }
 
 // unsignedBlock loads the 32 weights of the block at byte offset boff of
-// row as unsigned bytes (value + qOffset), in order, as 8 × i32 for vpdpbusd.
-func (g *gen) unsignedBlock(dt gir.DType, row, boff value.Value) value.Value {
+// row as unsigned bytes, as 8 × i32 for vpdpbusd.
+func (g *gen) unsignedBlock(row, boff value.Value) value.Value {
 	v8i := vecT(8, tI32)
-	if dt == gir.Q8_0 {
-		raw := g.loadVecRaw(tI8, gir.QK, row, g.addc(boff, 2), nil)
-		return g.b.NewBitCast(g.b.NewXor(raw, ci(vecT(gir.QK, tI8), -128)), v8i)
-	}
 	// q4_0: byte j holds weight j (low nibble) and j+16 (high nibble). The
 	// 16 bytes are loaded into both halves of the vector (one broadcast
 	// load) and masked: low nibbles in the lower half, high nibbles in

@@ -104,7 +104,7 @@ func qmatmulCase(R, K, N int, dt gir.DType, nvalid int, softcap float64) kcase {
 		for r := 0; r < nvalid; r++ {
 			xr := x[r*K : (r+1)*K]
 			for j := 0; j < N; j++ {
-				acc := qdotRef(xr, w, j, R == 1 && l.int8 && int8DTypes[dt])
+				acc := qdotRef(xr, w, j, R == 1 && l.int8 && dt == gir.Q4_0)
 				if softcap > 0 {
 					acc = softcap * math.Tanh(acc/softcap)
 				}
@@ -133,7 +133,7 @@ func qgegluCase(R, K, F int, dt gir.DType, nvalid int) kcase {
 		for r := 0; r < nvalid; r++ {
 			xr := x[r*K : (r+1)*K]
 			for j := 0; j < F; j++ {
-				int8 := R == 1 && l.int8 && int8DTypes[dt]
+				int8 := R == 1 && l.int8 && dt == gir.Q4_0
 				want[r*F+j] = gelu64(qdotRef(xr, wg, j, int8)) * qdotRef(xr, wu, j, int8)
 			}
 		}
