@@ -23,6 +23,7 @@ type Result struct {
 	DecodeSeconds          float64 `json:"decode_s"`
 	PrefillTokS            float64 `json:"prefill_tok_s"`
 	DecodeTokS             float64 `json:"decode_tok_s"`
+	DecodeStepTokS         float64 `json:"decode_step_tok_s"`
 	WeightBytesPerToken    int64   `json:"weight_bytes_per_token"`
 	KVBytesPerToken        int64   `json:"kv_bytes_per_token"`
 	KVCacheBytes           int64   `json:"kv_cache_bytes"`
@@ -167,7 +168,8 @@ type Row struct {
 	Threads                       int
 	PrefillTokS, PrefillGFLOP     float64
 	PrefillPeakPct                float64 // % of the FMA peak; 0 when not measured
-	DecodeTokS, DecodeRooflineTok float64
+	DecodeTokS, DecodeStepTokS    float64 // all steps' mean; the median step
+	DecodeRooflineTok             float64
 	DecodeRooflinePct             float64 // % of the bandwidth roofline
 	PrefillSpeedup, DecodeSpeedup float64 // compiled ÷ interpreter; 0 on interpreter rows
 }
@@ -182,7 +184,8 @@ func (r *Report) Rows() []Row {
 				Model: m.Name, Engine: res.Engine, Threads: res.Threads,
 				PrefillTokS: res.PrefillTokS, PrefillGFLOP: res.PrefillGFLOP,
 				PrefillPeakPct: 100 * res.PrefillPeakFraction,
-				DecodeTokS:     res.DecodeTokS, DecodeRooflineTok: res.DecodeRooflineTokS,
+				DecodeTokS:     res.DecodeTokS, DecodeStepTokS: res.DecodeStepTokS,
+				DecodeRooflineTok: res.DecodeRooflineTokS,
 				DecodeRooflinePct: 100 * res.DecodeRooflineFraction,
 			}
 			if !isInterp(res.Engine) {
@@ -209,17 +212,19 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "# gemmac bench, %s\n\n", r.Date.Format("2006-01-02"))
 	fmt.Fprintf(&b, "Machine: %s; measured read %s GB/s, FMA %s GFLOP/s. Prompt %d tokens, %d generated tokens; %s.\n\n",
 		r.machineLine(), read, fma, r.PromptTokens, r.GenTokens, r.Date.Format(time.RFC3339))
-	b.WriteString("| model | engine | threads | prefill tok/s | prefill GFLOP/s | % of FMA peak | decode tok/s | decode roofline tok/s | % of roofline | prefill speedup | decode speedup |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| model | engine | threads | prefill tok/s | prefill GFLOP/s | % of FMA peak | decode tok/s | median step tok/s | decode roofline tok/s | % of roofline | prefill speedup | decode speedup |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, row := range r.Rows() {
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			mdEscape(row.Model), mdEscape(row.Engine), row.Threads,
 			fmtNum(row.PrefillTokS), fmtNum(row.PrefillGFLOP), fmtPct(row.PrefillPeakPct),
-			fmtNum(row.DecodeTokS), fmtNum(row.DecodeRooflineTok), fmtPct(row.DecodeRooflinePct),
+			fmtNum(row.DecodeTokS), fmtNum(row.DecodeStepTokS), fmtNum(row.DecodeRooflineTok), fmtPct(row.DecodeRooflinePct),
 			fmtSpeedup(row.PrefillSpeedup), fmtSpeedup(row.DecodeSpeedup))
 	}
 	b.WriteString("\nSpeedups are compiled ÷ interpreter on the same model, shown on the compiled row. " +
-		"The decode roofline is read bandwidth ÷ (weight + KV bytes per token); the FMA peak is the machine's measured fused multiply-add rate.\n\n")
+		"The decode roofline is read bandwidth ÷ (weight + KV bytes per token), the bandwidth being the median of samples taken between the decode steps (untimed); " +
+		"the % of roofline compares the median step with it, so both sides are sampled over the same seconds of a shared machine. " +
+		"The FMA peak is the machine's measured fused multiply-add rate (best of runs just before and after the prefill).\n\n")
 	b.WriteString("Command:\n\n```sh\n" + r.Command + "\n```\n\nwhich ran:\n\n```sh\n")
 	for _, m := range r.Models {
 		b.WriteString(shellJoin(m.Argv) + "\n")

@@ -10,13 +10,15 @@ import (
 	"github.com/gemmac/gemmac/runtime/plan"
 )
 
-// idleSpin is how long an idle worker polls for work before it sleeps. A
+// IdleSpin is how long an idle worker polls for work before it sleeps. A
 // decode step is hundreds of kernel calls microseconds apart, and the next
 // token's starts a millisecond after the last (sampling); waking a sleeping
-// thread costs about half a millisecond here, more than most kernels.
-const idleSpin = 5 * time.Millisecond
+// thread costs about half a millisecond here, more than most kernels. A
+// benchmark that measures the machine between steps waits this long first,
+// or the pool would share the cores with its probe.
+const IdleSpin = 5 * time.Millisecond
 
-// nativeIdleSpins is idleSpin in spins of the native worker (one pause
+// nativeIdleSpins is IdleSpin in spins of the native worker (one pause
 // instruction each, about 20 ns on current x86).
 const nativeIdleSpins = 250_000
 
@@ -121,7 +123,7 @@ func (p *pool) serve(w *worker) {
 		g := w.gen.Load()
 		idleSince := time.Now()
 		for spins := 0; g == seen; spins++ {
-			if spins%1024 != 0 || time.Since(idleSince) < idleSpin {
+			if spins%1024 != 0 || time.Since(idleSince) < IdleSpin {
 				g = w.gen.Load()
 				continue
 			}

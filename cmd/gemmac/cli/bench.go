@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/gemmac/gemmac/bench/roofline"
@@ -47,9 +48,20 @@ type BenchResult struct {
 	PrefillFLOPs float64 `json:"prefill_flops"`
 	PrefillGFLOP float64 `json:"prefill_gflop_s"`
 
+	// DecodeStepTokS is the median over the decode steps of 1/step time.
+	DecodeStepTokS float64 `json:"decode_step_tok_s"`
+
 	// The machine's ceilings, measured in the same run (absent with
-	// --no-roofline), and the fractions of them reached.
+	// --no-roofline), and the fractions of them reached. A bandwidth
+	// sample (roofline.ReadSample) runs after every decode step, untimed:
+	// ReadGBs is their median, ReadGBsBest the fastest. The decode fraction
+	// is the median step against the median sample, both taken over the
+	// same seconds, so a neighbour that takes bandwidth for a while moves
+	// both sides. FMAGFLOP is the best of FMA runs just before and after
+	// the prefill.
 	ReadGBs                float64 `json:"read_gb_s,omitempty"`
+	ReadGBsBest            float64 `json:"read_gb_s_best,omitempty"`
+	ReadPasses             int     `json:"read_passes,omitempty"`
 	FMAGFLOP               float64 `json:"fma_gflop_s,omitempty"`
 	DecodeRooflineTokS     float64 `json:"decode_roofline_tok_s,omitempty"`
 	DecodeRooflineFraction float64 `json:"decode_roofline_fraction,omitempty"`
@@ -57,14 +69,6 @@ type BenchResult struct {
 
 	// Streams is the batched decoding measurement of --streams N.
 	Streams *StreamsResult `json:"streams,omitempty"`
-}
-
-// addRoofline fills the ceilings and fractions from a measurement.
-func (r *BenchResult) addRoofline(m *roofline.Machine) {
-	r.ReadGBs, r.FMAGFLOP = m.ReadGBs, m.FMAGFLOP
-	r.DecodeRooflineTokS = m.ReadGBs * 1e9 / float64(r.WeightBytesPerToken+r.KVBytesPerToken)
-	r.DecodeRooflineFraction = r.DecodeTokS / r.DecodeRooflineTokS
-	r.PrefillPeakFraction = r.PrefillGFLOP / m.FMAGFLOP
 }
 
 func runBench(env *Env, args []string) error {
@@ -109,7 +113,18 @@ func runBench(env *Env, args []string) error {
 		}
 		profiled.EnableProfile()
 	}
-	r, err := Bench(m, *promptTokens, *genTokens)
+	var probe *roofline.Probe
+	if !*noRoofline {
+		cache, err := cpucodegen.CacheDir()
+		if err != nil {
+			return err
+		}
+		if probe, err = roofline.Open(m.Engine.Threads(), cache); err != nil {
+			return fmt.Errorf("compiling the roofline probes (--no-roofline skips them): %w", err)
+		}
+		defer probe.Close()
+	}
+	r, err := Bench(m, *promptTokens, *genTokens, probe)
 	if err != nil {
 		return err
 	}
@@ -124,17 +139,6 @@ func runBench(env *Env, args []string) error {
 		}
 	}
 	results := []*BenchResult{r}
-	var machine *roofline.Machine
-	if !*noRoofline {
-		cache, err := cpucodegen.CacheDir()
-		if err != nil {
-			return err
-		}
-		if machine, err = roofline.Measure(r.Threads, cache); err != nil {
-			return fmt.Errorf("measuring the roofline (--no-roofline skips it): %w", err)
-		}
-		r.addRoofline(machine)
-	}
 	if *compare {
 		if mf.interp {
 			return usageError("--compare runs the interpreter itself; drop --interp")
@@ -145,12 +149,9 @@ func runBench(env *Env, args []string) error {
 			return err
 		}
 		defer im.Close()
-		ir, err := Bench(im, *promptTokens, *genTokens)
+		ir, err := Bench(im, *promptTokens, *genTokens, probe)
 		if err != nil {
 			return err
-		}
-		if machine != nil {
-			ir.addRoofline(machine)
 		}
 		results = append(results, ir)
 	}
@@ -163,18 +164,19 @@ func runBench(env *Env, args []string) error {
 		}
 		return nil
 	}
-	if machine != nil {
-		fmt.Fprintf(env.Stdout, "machine (%d threads, %s): read %.1f GB/s, FMA %.0f GFLOP/s\n", machine.Threads, machine.Target, machine.ReadGBs, machine.FMAGFLOP)
+	if probe != nil {
+		fmt.Fprintf(env.Stdout, "machine (%d threads, %s): FMA %.0f GFLOP/s; read bandwidth sampled between the decode steps below\n", probe.Threads(), probe.Target(), r.FMAGFLOP)
 	}
 	for _, r := range results {
-		fmt.Fprintf(env.Stdout, "%-24s %d threads: prefill %d tokens %8.1f tok/s, decode %d tokens %8.2f tok/s (%.1f MB of weights per token)\n",
-			r.Engine, r.Threads, r.PromptTokens, r.PrefillTokS, r.GenTokens, r.DecodeTokS, float64(r.WeightBytesPerToken)/1e6)
+		fmt.Fprintf(env.Stdout, "%-24s %d threads: prefill %d tokens %8.1f tok/s, decode %d tokens %8.2f tok/s (median step %.2f; %.1f MB of weights per token)\n",
+			r.Engine, r.Threads, r.PromptTokens, r.PrefillTokS, r.GenTokens, r.DecodeTokS, r.DecodeStepTokS, float64(r.WeightBytesPerToken)/1e6)
 		if r.ResidentBytes > 0 {
 			fmt.Fprintf(env.Stdout, "%24s resident set %.2f GiB (peak %.2f GiB), KV cache %.2f GiB\n",
 				"", gib(r.ResidentBytes), gib(r.PeakResidentBytes), gib(r.KVCacheBytes))
 		}
-		if machine != nil {
-			fmt.Fprintf(env.Stdout, "%24s decode at %.0f%% of the bandwidth roofline (%.2f tok/s), prefill at %.0f%% of the FMA peak (%.1f GFLOP/s)\n",
+		if r.ReadPasses > 0 {
+			fmt.Fprintf(env.Stdout, "%24s read %.1f GB/s (median of %d samples between the steps; best %.1f)\n", "", r.ReadGBs, r.ReadPasses, r.ReadGBsBest)
+			fmt.Fprintf(env.Stdout, "%24s decode at %.0f%% of the bandwidth roofline (median step vs %.2f tok/s), prefill at %.0f%% of the FMA peak (%.1f GFLOP/s)\n",
 				"", 100*r.DecodeRooflineFraction, r.DecodeRooflineTokS, 100*r.PrefillPeakFraction, r.PrefillGFLOP)
 			if r.DecodeRooflineFraction > 1 {
 				fmt.Fprintf(env.Stdout, "%24s (above 100%%: %.1f MB of weights fit in the CPU caches, so memory bandwidth does not bound this model)\n",
@@ -194,8 +196,12 @@ func runBench(env *Env, args []string) error {
 }
 
 // Bench times one prefill of promptTokens random tokens and genTokens
-// greedy decode steps after it, on a fresh session.
-func Bench(m *model.Model, promptTokens, genTokens int) (*BenchResult, error) {
+// decode steps after it, on a fresh session. With a probe it also samples
+// the machine's ceilings in the same run: FMA runs just before and after
+// the prefill, and one bandwidth pass after every decode step (untimed).
+// The resident set is read after the first decode step, before the probe's
+// buffer exists.
+func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (*BenchResult, error) {
 	if promptTokens+genTokens > m.Engine.Context() {
 		return nil, &model.ContextError{Tokens: promptTokens + genTokens, Context: m.Engine.Context()}
 	}
@@ -214,22 +220,47 @@ func Bench(m *model.Model, promptTokens, genTokens int) (*BenchResult, error) {
 	for i := range feed {
 		feed[i] = 3 + rng.IntN(m.Config.VocabSize-3)
 	}
+	var fma float64
+	fmaRuns := func() {
+		for i := 0; probe != nil && i < 3; i++ {
+			fma = max(fma, probe.FMA())
+		}
+	}
+	fmaRuns()
 	start := time.Now()
 	if _, err := sess.Prefill(prompt); err != nil {
 		return nil, err
 	}
 	prefill := time.Since(start)
-	start = time.Now()
-	for _, id := range feed {
+	fmaRuns()
+	var decode time.Duration
+	var rss, peak int64
+	steps := make([]float64, len(feed))
+	var reads []float64
+	for i, id := range feed {
+		start = time.Now()
 		if _, err := sess.Step(id); err != nil {
 			return nil, err
 		}
+		d := time.Since(start)
+		decode += d
+		steps[i] = 1 / d.Seconds()
+		if i == 0 {
+			rss, peak = residentBytes(), peakResidentBytes()
+		}
+		if probe != nil {
+			time.Sleep(2 * cpu.IdleSpin) // until the engine's threads stop polling
+			gbs, err := probe.ReadSample()
+			if err != nil {
+				return nil, err
+			}
+			reads = append(reads, gbs)
+		}
 	}
-	decode := time.Since(start)
 	cfg := m.Config
 	embed := int64(cfg.VocabSize) * int64(cfg.HiddenSize)
 	flops := 2*float64(cfg.ParamCount()-embed)*float64(promptTokens) + 2*float64(embed)
-	return &BenchResult{
+	r := &BenchResult{
 		PrefillFLOPs:        flops,
 		PrefillGFLOP:        flops / prefill.Seconds() / 1e9,
 		KVBytesPerToken:     kvBytesPerStep(cfg, kvElemBytes(m.Engine), promptTokens, genTokens),
@@ -241,11 +272,32 @@ func Bench(m *model.Model, promptTokens, genTokens int) (*BenchResult, error) {
 		DecodeSeconds:       decode.Seconds(),
 		PrefillTokS:         float64(promptTokens) / prefill.Seconds(),
 		DecodeTokS:          float64(genTokens) / decode.Seconds(),
+		DecodeStepTokS:      median(steps),
 		WeightBytesPerToken: m.WeightBytesPerToken(),
 		KVCacheBytes:        sess.CacheBytes(),
-		ResidentBytes:       residentBytes(),
-		PeakResidentBytes:   peakResidentBytes(),
-	}, nil
+		ResidentBytes:       rss,
+		PeakResidentBytes:   peak,
+	}
+	if probe != nil {
+		r.ReadGBs, r.ReadGBsBest, r.ReadPasses = median(reads), slices.Max(reads), len(reads)
+		r.FMAGFLOP = fma
+		r.DecodeRooflineTokS = r.ReadGBs * 1e9 / float64(r.WeightBytesPerToken+r.KVBytesPerToken)
+		r.DecodeRooflineFraction = r.DecodeStepTokS / r.DecodeRooflineTokS
+		r.PrefillPeakFraction = r.PrefillGFLOP / fma
+	}
+	return r, nil
+}
+
+// median of a non-empty sample (the mean of the middle two for an even
+// count).
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func gib(b int64) float64 { return float64(b) / (1 << 30) }
