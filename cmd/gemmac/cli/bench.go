@@ -222,7 +222,11 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 	}
 	var fma float64
 	fmaRuns := func() {
-		for i := 0; probe != nil && i < 3; i++ {
+		if probe == nil {
+			return
+		}
+		time.Sleep(2 * cpu.IdleSpin) // until the engine's threads stop polling
+		for i := 0; i < 3; i++ {
 			fma = max(fma, probe.FMA())
 		}
 	}
