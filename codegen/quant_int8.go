@@ -118,11 +118,23 @@ func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value)
 	one, sixteenth := cf(tF32, 1), cf(tF32, 1.0/16)
 	lanes := constant.NewVector(v8f, one, one, one, one, sixteenth, sixteenth, sixteenth, sixteenth)
 
+	// With 512-bit vectors two blocks go through one vpdpbusd (qPairStep):
+	// about half the instructions per block of the 256-bit step. The loop
+	// steps over ub blocks, an even number for q4_0's 18-byte blocks.
+	pairs := g.L() == 16
+
 	cols := func(j value.Value, nc int) {
 		rows := make([]value.Value, nw*nc)
 		for m := 0; m < nw; m++ {
 			for c := 0; c < nc; c++ {
 				rows[m*nc+c] = g.gep(tI8, ws[m], g.mulc(g.addc(j, int64(c)), rowBytes))
+			}
+		}
+		var pacc []value.Value // pairStep's 16-lane accumulators
+		if pairs {
+			pacc = make([]value.Value, len(rows))
+			for i := range pacc {
+				pacc[i] = cf(vecT(16, tF32), 0)
 			}
 		}
 		step := func(b value.Value, acc []value.Value) []value.Value {
@@ -142,31 +154,47 @@ func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value)
 		for i := range acc {
 			acc[i] = cf(v8f, 0)
 		}
-		// A cache line of each row per loop step, prefetched ahead.
+		// A cache line of each row per loop step, prefetched ahead (ub
+		// blocks; even, so pair steps cover it).
 		ub := int((64 + bb - 1) / bb)
 		full := nb / ub * ub
-		if full > 0 {
-			_, acc = g.loop(ci64(0), ci64(int64(full)), int64(ub), acc, func(b value.Value, acc []value.Value) []value.Value {
-				if qDecodePrefetch > 0 {
-					for _, row := range rows {
-						for o := int64(0); o < int64(ub)*bb; o += 64 {
-							g.prefetch(tI8, row, g.addc(g.mulc(b, bb), int64(qDecodePrefetch)+o))
-						}
-					}
-				}
-				for u := 0; u < ub; u++ {
-					acc = step(g.addc(b, int64(u)), acc)
-				}
-				return acc
-			})
+		if pairs {
+			// The loop's pairs all take the one-load path (qPairStep);
+			// the last ones of the row follow it unrolled.
+			full = max(0, nb-pairOverrunBlocks) / ub * ub
 		}
-		for b := full; b < nb; b++ {
+		if full > 0 {
+			// The loop carries the 8-lane accumulators, then the 16-lane.
+			_, both := g.loop(ci64(0), ci64(int64(full)), int64(ub), append(append([]value.Value(nil), acc...), pacc...), func(b value.Value, both []value.Value) []value.Value {
+				acc, pacc := both[:len(rows)], both[len(rows):]
+				g.prefetchNextTile(ws, rowBytes, j, nc, g.mulc(b, bb), int64(ub)*bb)
+				for u := 0; u < ub; {
+					if pairs {
+						pacc = g.qPairStep(rows, xq, xd, xc, g.addc(b, int64(u)), pacc, true)
+						u += 2
+						continue
+					}
+					acc = step(g.addc(b, int64(u)), acc)
+					u++
+				}
+				return append(append([]value.Value(nil), acc...), pacc...)
+			})
+			acc, pacc = both[:len(rows)], both[len(rows):]
+		}
+		b := full
+		for ; pairs && b+1 < nb; b += 2 {
+			pacc = g.qPairStep(rows, xq, xd, xc, ci64(int64(b)), pacc, b+pairOverrunBlocks <= nb)
+		}
+		for ; b < nb; b++ {
 			acc = step(ci64(int64(b)), acc)
 		}
 		for c := 0; c < nc; c++ {
 			vals := make([]value.Value, nw)
 			for m := range vals {
 				vals[m] = g.reduce(acc[m*nc+c])
+				if pairs {
+					vals[m] = g.fadd(vals[m], g.reduce(pacc[m*nc+c]))
+				}
 			}
 			g.store(epi(vals), out, g.addc(j, int64(c)))
 		}
@@ -197,4 +225,95 @@ func (g *gen) unsignedBlock(row, boff value.Value) value.Value {
 	}
 	both := g.b.NewShuffleVector(raw, constant.NewUndef(raw.Type()), constant.NewVector(vecT(gir.QK, tI32), twice...))
 	return g.b.NewBitCast(g.b.NewAnd(both, constant.NewVector(vecT(gir.QK, tI8), masks...)), v8i)
+}
+
+// pairOverrunBlocks: a pair of q4_0 blocks starting at block p may be read
+// with one 64-byte load when p+pairOverrunBlocks ≤ the row's blocks (the
+// load's 28 bytes past the pair then lie in the row).
+const pairOverrunBlocks = 4
+
+// qPairStep accumulates q4_0 blocks b and b+1 of every row into 16-lane
+// accumulators with one 512-bit vpdpbusd per row. One two-source
+// permutation places each block's 16 nibble bytes twice, in lanes laid out
+// as the quantised x already is (block b's x[0..16), x[16..32), then block
+// b+1's); another takes the two f16 scales, 8 lanes each. (The nibble
+// bytes start at even offsets, so AVX-512BW's word permutations do.)
+func (g *gen) qPairStep(rows []value.Value, xq, xd, xc, b value.Value, acc []value.Value, oneLoad bool) []value.Value {
+	const lanes = 16
+	v16i, v16f := vecT(lanes, tI32), vecT(lanes, tF32)
+	dpbusd := g.m.intrinsic("llvm.x86.avx512.vpdpbusd.512", v16i, v16i, v16i, v16i)
+	bb := int64(gir.Q4_0.BlockBytes())
+	xv := g.b.NewBitCast(g.loadVecRaw(tI8, 2*gir.QK, xq, g.mulc(b, gir.QK), nil), v16i)
+	cv := g.loadVecRaw(tI32, lanes, xc, g.mulc(b, 8), nil)
+	// d_x of each block, in the lanes of its products (upper half of each
+	// block's lanes: high nibbles, 16×, so 1/16).
+	d2 := g.loadVecRaw(tF32, 2, xd, b, nil)
+	spread := make([]constant.Constant, lanes)
+	part := make([]constant.Constant, lanes)
+	for i := range spread {
+		spread[i] = ci32(int64(i / 8))
+		part[i] = cf(tF32, 1)
+		if i%8 >= 4 {
+			part[i] = cf(tF32, 1.0/16)
+		}
+	}
+	dx := g.fmul(g.b.NewShuffleVector(d2, constant.NewUndef(d2.Type()), constant.NewVector(vecT(lanes, tI32), spread...)), constant.NewVector(v16f, part...))
+
+	// oneLoad: one 64-byte load from the pair's start, of which 36 bytes
+	// are the pair's (the caller knows the rest lies inside the row or the
+	// next one). Otherwise lo holds bytes [0, 32) of the pair (d_b, block
+	// b's nibbles, d_b+1 and 12 of block b+1's nibbles) and hi bytes
+	// [20, 36) (block b+1's nibbles): two loads that stay inside it,
+	// widened to one type for a two-source permutation.
+	nib := make([]constant.Constant, 2*gir.QK)
+	one := make([]constant.Constant, 2*gir.QK)
+	masks := make([]constant.Constant, 2*gir.QK)
+	for i := range nib {
+		one[i] = ci32(int64(i/gir.QK)*bb + 2 + int64(i%(gir.QK/2)))
+		if i < gir.QK {
+			nib[i] = ci32(2 + int64(i%(gir.QK/2)))
+		} else {
+			nib[i] = ci32(gir.QK + int64(i%(gir.QK/2))) // hi's bytes, after lo's 32
+		}
+		masks[i] = ci(tI8, 0x0f)
+		if i%gir.QK >= gir.QK/2 {
+			masks[i] = ci(tI8, -16) // 0xf0
+		}
+	}
+	widen := make([]constant.Constant, gir.QK)
+	for i := range widen {
+		widen[i] = ci32(int64(i % (gir.QK / 2)))
+	}
+	scale := make([]constant.Constant, lanes)
+	for i := range scale {
+		scale[i] = ci32(int64(i/8) * bb / 2) // word index of block i/8's d
+	}
+	nibM := constant.NewVector(vecT(2*gir.QK, tI32), nib...)
+	oneM := constant.NewVector(vecT(2*gir.QK, tI32), one...)
+	widenM := constant.NewVector(vecT(gir.QK, tI32), widen...)
+	maskV := constant.NewVector(vecT(2*gir.QK, tI8), masks...)
+	scaleM := constant.NewVector(vecT(lanes, tI32), scale...)
+	boff := g.mulc(b, bb)
+	next := make([]value.Value, len(acc))
+	for i, row := range rows {
+		var q, dw value.Value
+		if oneLoad {
+			raw := g.loadVecRaw(tI8, 2*gir.QK, row, boff, nil)
+			q = g.b.NewShuffleVector(raw, constant.NewUndef(raw.Type()), oneM)
+			words := g.b.NewBitCast(raw, vecT(gir.QK, tI16))
+			dw = g.b.NewShuffleVector(words, constant.NewUndef(words.Type()), scaleM)
+		} else {
+			lo := g.loadVecRaw(tI8, gir.QK, row, boff, nil)
+			hi16 := g.loadVecRaw(tI8, gir.QK/2, row, g.addc(boff, bb+2), nil)
+			hi := g.b.NewShuffleVector(hi16, constant.NewUndef(hi16.Type()), widenM)
+			q = g.b.NewShuffleVector(lo, hi, nibM)
+			words := g.b.NewBitCast(lo, vecT(gir.QK/2, tI16))
+			dw = g.b.NewShuffleVector(words, constant.NewUndef(words.Type()), scaleM)
+		}
+		q = g.b.NewAnd(q, maskV)
+		dot := g.b.NewCall(dpbusd, cv, g.b.NewBitCast(q, v16i), xv)
+		s := g.fmul(g.b.NewFPExt(g.b.NewBitCast(dw, vecT(lanes, tF16)), v16f), dx)
+		next[i] = g.fma(g.b.NewSIToFP(dot, v16f), s, acc[i])
+	}
+	return next
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/x448/float16"
+	"golang.org/x/sys/unix"
 
 	gir "github.com/gemmac/gemmac/ir"
 )
@@ -69,7 +70,7 @@ func newQWeights(t testing.TB, dt gir.DType, rows, cols int, src []float32) *qbu
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &qbuf{dt: dt, cols: cols, data: alignedBytes(len(q.Data)), vals: make([]float64, rows*cols)}
+	w := &qbuf{dt: dt, cols: cols, data: guardedBytes(t, len(q.Data)), vals: make([]float64, rows*cols)}
 	copy(w.data, q.Data)
 	deq := make([]float32, rows*cols)
 	if err := gir.DequantizeRow(dt, q.Data, deq); err != nil {
@@ -82,6 +83,23 @@ func newQWeights(t testing.TB, dt gir.DType, rows, cols int, src []float32) *qbu
 }
 
 func (w *qbuf) addr() uintptr { return addr(w.data) }
+
+// guardedBytes returns n bytes that end where an inaccessible page begins,
+// so a kernel that reads past the end of its weights faults in the test.
+func guardedBytes(t testing.TB, n int) []byte {
+	t.Helper()
+	page := unix.Getpagesize()
+	size := (n+page-1)/page*page + page
+	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mprotect(mem[size-page:], unix.PROT_NONE); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(mem) })
+	return mem[size-page-n : size-page : size-page]
+}
 
 // scale is the f16 scale of block b of row j, widened.
 func (w *qbuf) scale(j, b int) float64 {
@@ -195,6 +213,8 @@ func quantCases() []kcase {
 			qmatmulCase(1, 64, 7, dt, 1, 0),
 			qmatmulCase(1, 96, 13, dt, 1, 0),
 			qmatmulCase(1, 2304, 19, dt, 1, 0),
+			qmatmulCase(1, 160, 9, dt, 1, 0), // q4_0 pairs: one load, two loads, then a single block
+			qmatmulCase(1, 288, 17, dt, 1, 0),
 			qmatmulCase(1, 96, 11, dt, 1, 30),
 			qmatmulCase(5, 64, 11, dt, 4, 0),
 			qmatmulCase(5, 96, 9, dt, 5, 30),
@@ -202,6 +222,7 @@ func quantCases() []kcase {
 			qmatmulCase(16, 96, 6, dt, 13, 0),
 			qgegluCase(1, 64, 7, dt, 1),
 			qgegluCase(1, 2304, 9, dt, 1),
+			qgegluCase(1, 288, 5, dt, 1),
 			qgegluCase(5, 96, 9, dt, 3),
 			qgegluCase(5, 2304, 5, dt, 5),
 			qembedCase(5, 64, 50, dt, 8, 4),
@@ -269,6 +290,8 @@ var (
 		"q4_0":       QMatmul{R: 1, K: 2304, N: 9216, WType: gir.Q4_0},
 		"geglu_q8_0": QGeGLU{R: 1, K: 2304, F: 9216, WType: gir.Q8_0},
 		"geglu_q4_0": QGeGLU{R: 1, K: 2304, F: 9216, WType: gir.Q4_0},
+		"down_q8_0":  QMatmul{R: 1, K: 9216, N: 2304, WType: gir.Q8_0},
+		"down_q4_0":  QMatmul{R: 1, K: 9216, N: 2304, WType: gir.Q4_0},
 		"l2_q8_0":    QMatmul{R: 1, K: 2304, N: 256, WType: gir.Q8_0},
 		"l2_q4_0":    QMatmul{R: 1, K: 2304, N: 256, WType: gir.Q4_0},
 		"prefill_q8": QMatmul{R: 64, K: 2304, N: 2304, WType: gir.Q8_0},
@@ -278,9 +301,6 @@ var (
 
 func getQBenchLib(b *testing.B) *lib {
 	qbenchOnce.Do(func() {
-		if v := os.Getenv("GEMMAC_QPF"); v != "" {
-			qDecodePrefetch, _ = strconv.Atoi(v)
-		}
 		for i, e := range []string{"GEMMAC_QNC1", "GEMMAC_QNC2"} {
 			if v := os.Getenv(e); v != "" {
 				qDecodeNC[i], _ = strconv.Atoi(v)
@@ -355,6 +375,10 @@ func BenchmarkQGEMVDecodeQ4_0(b *testing.B)     { benchQ(b, "q4_0", 1) }
 func BenchmarkQGEMVDecodeQ4_0_2T(b *testing.B)  { benchQ(b, "q4_0", 2) }
 func BenchmarkQGeGLUDecodeQ8_0(b *testing.B)    { benchQ(b, "geglu_q8_0", 1) }
 func BenchmarkQGeGLUDecodeQ4_0(b *testing.B)    { benchQ(b, "geglu_q4_0", 1) }
+func BenchmarkQGeGLUDecodeQ8_0_2T(b *testing.B) { benchQ(b, "geglu_q8_0", 2) }
+func BenchmarkQGeGLUDecodeQ4_0_2T(b *testing.B) { benchQ(b, "geglu_q4_0", 2) }
+func BenchmarkQDownDecodeQ8_0_2T(b *testing.B)  { benchQ(b, "down_q8_0", 2) }
+func BenchmarkQDownDecodeQ4_0_2T(b *testing.B)  { benchQ(b, "down_q4_0", 2) }
 func BenchmarkQGEMMPrefillQ8_0(b *testing.B)    { benchQ(b, "prefill_q8", 1) }
 func BenchmarkQGEMMPrefillQ4_0(b *testing.B)    { benchQ(b, "prefill_q4", 1) }
 func BenchmarkQGEMMPrefillQ8_0_2T(b *testing.B) { benchQ(b, "prefill_q8", 2) }
