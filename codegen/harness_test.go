@@ -22,9 +22,15 @@ type lib struct {
 	h     uintptr
 	syms  map[string]uintptr
 	lanes int
-	// int8 is set when the library's q4_0 decode GEMVs quantise x to
-	// bytes (QuantizesDecodeActivations).
-	int8 bool
+	// target is what the library was compiled for: its decode GEMVs may
+	// quantise x to bytes (QuantizesDecodeActivations).
+	target Target
+}
+
+// int8 reports whether the library's R-row GEMVs over weights of dt
+// quantise x to bytes.
+func (l *lib) int8(R int, dt gir.DType) bool {
+	return R == 1 && l.target.QuantizesDecodeActivations(dt)
 }
 
 // buildLib compiles m, links it with gcc into a shared object (as the runtime

@@ -562,7 +562,7 @@ func runCases(t *testing.T, targets []Target, cases []kcase) {
 			}
 			l := buildLib(t, m)
 			l.lanes = tg.Lanes
-			l.int8 = tg.QuantizesDecodeActivations(gir.Q4_0)
+			l.target = tg
 			for _, c := range cases {
 				t.Run(c.spec.Name(), func(t *testing.T) { c.run(t, l, c.spec) })
 			}

@@ -53,8 +53,8 @@ func qdotRef(x []float32, w *qbuf, j int, int8 bool) float64 {
 	return acc
 }
 
-// qbuf is a quantised weight matrix: its blocks (in a 64-byte aligned
-// buffer, as a GGUF's tensor data is) and the dequantised values in float64.
+// qbuf is a quantised weight matrix: its blocks (ending where an
+// inaccessible page begins) and the dequantised values in float64.
 type qbuf struct {
 	dt   gir.DType
 	cols int
@@ -122,7 +122,7 @@ func qmatmulCase(R, K, N int, dt gir.DType, nvalid int, softcap float64) kcase {
 		for r := 0; r < nvalid; r++ {
 			xr := x[r*K : (r+1)*K]
 			for j := 0; j < N; j++ {
-				acc := qdotRef(xr, w, j, R == 1 && l.int8 && dt == gir.Q4_0)
+				acc := qdotRef(xr, w, j, l.int8(R, dt))
 				if softcap > 0 {
 					acc = softcap * math.Tanh(acc/softcap)
 				}
@@ -151,7 +151,7 @@ func qgegluCase(R, K, F int, dt gir.DType, nvalid int) kcase {
 		for r := 0; r < nvalid; r++ {
 			xr := x[r*K : (r+1)*K]
 			for j := 0; j < F; j++ {
-				int8 := R == 1 && l.int8 && dt == gir.Q4_0
+				int8 := l.int8(R, dt)
 				want[r*F+j] = gelu64(qdotRef(xr, wg, j, int8)) * qdotRef(xr, wu, j, int8)
 			}
 		}
