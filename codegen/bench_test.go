@@ -66,6 +66,9 @@ func getBenchLib(b *testing.B) *lib {
 		if v := os.Getenv("GEMMAC_KB"); v != "" {
 			prefillTileBytes, _ = strconv.ParseInt(v, 10, 64)
 		}
+		if v := os.Getenv("GEMMAC_VP"); v != "" {
+			vectorPartialBytes, _ = strconv.ParseInt(v, 10, 64)
+		}
 		if v := os.Getenv("GEMMAC_PF"); v != "" {
 			decodePrefetch, _ = strconv.Atoi(v)
 		}

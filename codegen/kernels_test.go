@@ -502,6 +502,12 @@ func allCases() []kcase {
 		gegluCase(1, 72, 5, F, 1),
 		gegluCase(5, 96, 9, F, 3),
 		gegluCase(64, 64, 6, H, 63),
+		// K blocks (weights of a column tile over prefillTileBytes): vector
+		// and scalar partial sums, a K not a multiple of the block.
+		gegluCase(64, 2304, 9, F, 61),
+		gegluCase(16, 1200, 9, B, 13),
+		matmulCase(64, 2304, 9, F, 62, 0),
+		matmulCase(7, 9216, 5, B, 7, 30),
 		rmsnormCase(5, 64, 4),
 		rmsnormCase(1, 100, 1),
 		rmsnormCase(3, 2304, 3),

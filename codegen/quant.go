@@ -111,15 +111,15 @@ func qTiling(R, nw, lanes int) (mr, nc int) {
 	if R == 1 {
 		return 1, qDecodeNC[nw-1]
 	}
-	mr, nc = 4, 4
-	if nw == 2 {
-		nc = 2
-	}
+	mr, nc = qPrefillTile[nw-1][0], qPrefillTile[nw-1][1]
 	if lanes < 16 {
 		mr = (mr + 1) / 2
 	}
 	return mr, nc
 }
+
+// qPrefillTile is the prefill tile (mr, nc) for one and two matrices.
+var qPrefillTile = [2][2]int{{4, 4}, {4, 2}}
 
 // qDecodeNC is the decode column tile: weight rows in flight for one
 // matrix (QMatmul) and per matrix for two (QGeGLU).

@@ -1,6 +1,7 @@
 package codegen
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"runtime"
@@ -296,6 +297,8 @@ var (
 		"l2_q4_0":    QMatmul{R: 1, K: 2304, N: 256, WType: gir.Q4_0},
 		"prefill_q8": QMatmul{R: 64, K: 2304, N: 2304, WType: gir.Q8_0},
 		"prefill_q4": QMatmul{R: 64, K: 2304, N: 2304, WType: gir.Q4_0},
+		"geglu_p_q8": QGeGLU{R: 64, K: 2304, F: 2304, WType: gir.Q8_0},
+		"geglu_p_q4": QGeGLU{R: 64, K: 2304, F: 2304, WType: gir.Q4_0},
 	}
 )
 
@@ -304,6 +307,11 @@ func getQBenchLib(b *testing.B) *lib {
 		for i, e := range []string{"GEMMAC_QNC1", "GEMMAC_QNC2"} {
 			if v := os.Getenv(e); v != "" {
 				qDecodeNC[i], _ = strconv.Atoi(v)
+			}
+		}
+		for i, e := range []string{"GEMMAC_QTILE1", "GEMMAC_QTILE2"} {
+			if v := os.Getenv(e); v != "" {
+				fmt.Sscanf(v, "%dx%d", &qPrefillTile[i][0], &qPrefillTile[i][1])
 			}
 		}
 		if os.Getenv("GEMMAC_INT8") == "0" {
@@ -380,5 +388,7 @@ func BenchmarkQGeGLUDecodeQ4_0_2T(b *testing.B) { benchQ(b, "geglu_q4_0", 2) }
 func BenchmarkQDownDecodeQ8_0_2T(b *testing.B)  { benchQ(b, "down_q8_0", 2) }
 func BenchmarkQDownDecodeQ4_0_2T(b *testing.B)  { benchQ(b, "down_q4_0", 2) }
 func BenchmarkQGEMMPrefillQ8_0(b *testing.B)    { benchQ(b, "prefill_q8", 1) }
+func BenchmarkQGeGLUPrefillQ8_0(b *testing.B)   { benchQ(b, "geglu_p_q8", 1) }
+func BenchmarkQGeGLUPrefillQ4_0(b *testing.B)   { benchQ(b, "geglu_p_q4", 1) }
 func BenchmarkQGEMMPrefillQ4_0(b *testing.B)    { benchQ(b, "prefill_q4", 1) }
 func BenchmarkQGEMMPrefillQ8_0_2T(b *testing.B) { benchQ(b, "prefill_q8", 2) }
