@@ -66,6 +66,9 @@ func getBenchLib(b *testing.B) *lib {
 		if v := os.Getenv("GEMMAC_KB"); v != "" {
 			prefillTileBytes, _ = strconv.ParseInt(v, 10, 64)
 		}
+		if v := os.Getenv("GEMMAC_PPF"); v != "" {
+			prefillPrefetch = v != "0"
+		}
 		if v := os.Getenv("GEMMAC_VP"); v != "" {
 			vectorPartialBytes, _ = strconv.ParseInt(v, 10, 64)
 		}
@@ -161,11 +164,13 @@ func benchGemm(b *testing.B, s Spec, threads int) {
 	sc := scalarsBuf(0, int64(R))
 	// Weights come from the arena. Decode rotates through as many distinct
 	// copies as fit, so every call streams them from DRAM (the last-level
-	// cache would otherwise hold a good part of one copy); prefill reuses one.
+	// cache would otherwise hold a good part of one copy); prefill reuses one
+	// (GEMMAC_COLD=1 rotates it too, as a model's prefill reads each
+	// chunk's weights from memory).
 	a := getArena()
 	wb := int64(N) * int64(K) * int64(dt.Size())
 	copies := int64(1)
-	if R == 1 {
+	if R == 1 || os.Getenv("GEMMAC_COLD") != "" {
 		copies = int64(len(a)*2) / (wb * int64(nw))
 	}
 	var argv [][]uintptr

@@ -224,6 +224,30 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 		scratch = out
 	}
 
+	// nextBlockRow is the weight row of the block computed after this one
+	// (the same columns' next K block, or the next column tile) that row
+	// tile r0 prefetches while it runs: row tile t takes row t mod nw·nc,
+	// so the first nw·nc row tiles bring the whole block into cache before
+	// it is needed (a block's weights come from memory once per prefill
+	// chunk; without this the first row tile waits for them).
+	nextBlockRow := func(r0 value.Value, mr int, j value.Value, nc int, k0 value.Value, klen int, last bool) value.Value {
+		jn, kn := g.addc(j, int64(nc)), k0
+		if kb < K && !kOuter && !last {
+			jn, kn = j, g.addc(k0, int64(klen))
+		} else if kb < K && !kOuter {
+			kn = ci64(0)
+		}
+		q := g.b.NewURem(g.b.NewUDiv(r0, ci64(int64(mr))), ci64(int64(nw*nc)))
+		c := g.b.NewURem(q, ci64(int64(nc)))
+		row := g.add(g.mulc(g.add(jn, c), int64(K)), kn)
+		var p value.Value = g.gep(elemType(dt), ws[0], row)
+		if nw == 2 {
+			second := g.b.NewICmp(enum.IPredUGE, q, ci64(int64(nc)))
+			p = g.b.NewSelect(second, g.gep(elemType(dt), ws[1], row), p)
+		}
+		return p
+	}
+
 	// rows accumulates the column tile [j, j+nc) over K elements
 	// [k0, k0+klen): first (no partial sums in), last (epilogue to out,
 	// else partial sums out).
@@ -258,6 +282,8 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 				pf = prefetchPlan{bytes: batchPrefetch, wholeLines: true, acrossTiles: batchAcrossTiles}
 			case mr == 1 && nc > 1:
 				pf = prefetchPlan{bytes: decodePrefetch}
+			case mr > 1 && prefillPrefetch:
+				pf.next = nextBlockRow(r0, mr, j, nc, k0, klen, last)
 			}
 			d := g.dotTile(x, xd, ws, dt, K, k0, klen, init, r0, j, mr, nc, u, pf, vecPartials && !last)
 			if last && smallBatch(R) && mr*nc > 1 {
@@ -413,6 +439,9 @@ func (g *gen) dotTile(x, xd value.Value, ws []value.Value, dt gir.DType, K int, 
 		xv := make([]value.Value, mr)
 		for r := range xv {
 			xv[r] = g.loadVec(gir.F32, L, xr[r], off, mask)
+		}
+		if pf.next != nil && u == 0 {
+			g.prefetch(et, pf.next, off)
 		}
 		for m := 0; m < nw; m++ {
 			for c := 0; c < nc; c++ {
@@ -586,7 +615,13 @@ var batchPrefetch = 1024
 type prefetchPlan struct {
 	bytes                   int
 	wholeLines, acrossTiles bool
+	// next (prefill tiles): a weight row of the next block, prefetched at
+	// the offset each step reads.
+	next value.Value
 }
+
+// prefillPrefetch: prefill tiles prefetch the next block's weights.
+var prefillPrefetch = true
 
 // batchAcrossTiles: batched decode tiles prefetch across column tiles, so
 // a tile's rows start warm.
