@@ -11,6 +11,7 @@ import (
 	"fmt"
 
 	gir "github.com/gemmac/gemmac/ir"
+	"github.com/llir/llvm/ir/constant"
 	"github.com/llir/llvm/ir/value"
 )
 
@@ -234,6 +235,37 @@ func (g *gen) qWeights(dt gir.DType, p, boff value.Value, i int) value.Value {
 	return g.b.NewSIToFP(g.b.NewSub(nib, ci(it, 8)), g.vf())
 }
 
+// qScaledWeights returns the 32 weights of the block at byte offset boff of
+// p as f32 vectors scaled by d (a splat of the block's scale).
+//
+// q4_0 with 16 lanes looks its nibbles up in a table of the 16 values
+// (i − 8)·d, one vpermps each (which reads the low four bits of each
+// index, so the low nibbles need no mask): half the instructions of
+// masking, offsetting, converting and scaling every weight, with the same
+// single rounding of (q − 8)·d.
+func (g *gen) qScaledWeights(dt gir.DType, p, boff, d value.Value) []value.Value {
+	L := g.L()
+	nv := gir.QK / L
+	ws := make([]value.Value, nv)
+	if dt != gir.Q4_0 || L != 16 || !g.t.isX86() {
+		for i := range ws {
+			ws[i] = g.fmul(g.qWeights(dt, p, boff, i), d)
+		}
+		return ws
+	}
+	vi := vecT(L, tI32)
+	values := make([]constant.Constant, L)
+	for i := range values {
+		values[i] = cf(tF32, float64(i-8))
+	}
+	table := g.fmul(constant.NewVector(vecT(L, tF32), values...), d)
+	permps := g.m.intrinsic("llvm.x86.avx512.permvar.sf.512", g.vf(), g.vf(), vi)
+	idx := g.b.NewZExt(g.loadVecRaw(tI8, L, p, g.addc(boff, 2), nil), vi)
+	ws[0] = g.b.NewCall(permps, table, idx)
+	ws[1] = g.b.NewCall(permps, table, g.b.NewLShr(idx, ci(vi, 4)))
+	return ws
+}
+
 // qdotTile returns d[m][r][c] = Σ_k x[r0+r, k] · w_m[j0+c, k] for an mr×nc
 // tile of quantised weights. Decode (mr = 1) sums x·q over a block and scales
 // the block's partial sum by d (one FMA per block and column); prefill scales
@@ -290,8 +322,7 @@ func (g *gen) qdotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0,
 					next[k] = g.fma(s, d, next[k])
 					continue
 				}
-				for i := 0; i < nv; i++ {
-					w := g.fmul(g.qWeights(dt, wr[m][c], boff, i), d)
+				for i, w := range g.qScaledWeights(dt, wr[m][c], boff, d) {
 					for r := 0; r < mr; r++ {
 						k := at(m, r, c)
 						next[k] = g.fma(xv[r][i], w, next[k])
