@@ -10,7 +10,7 @@ import (
 // nanosecond and the widest vector unit at 6 GHz.
 func TestMeasure(t *testing.T) {
 	if testing.Short() {
-		t.Skip("reads 1 GiB five times")
+		t.Skip("reads 256 MiB eight times")
 	}
 	m, err := Measure(2, filepath.Join(t.TempDir(), "cache"))
 	if err != nil {
@@ -22,5 +22,17 @@ func TestMeasure(t *testing.T) {
 	}
 	if m.FMAGFLOP < 2 || m.FMAGFLOP > 2*2*16*2*6 {
 		t.Errorf("FMA rate %.1f GFLOP/s is implausible for 2 threads", m.FMAGFLOP)
+	}
+	p, err := Open(2, filepath.Join(t.TempDir(), "cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	s, err := p.ReadSample()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s < 0.5 || s > 2000 {
+		t.Errorf("read sample %.1f GB/s is implausible", s)
 	}
 }

@@ -228,10 +228,19 @@ func TestBenchJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
 		t.Fatalf("%v: %s", err, stdout)
 	}
-	for _, k := range []string{"prefill_tok_s", "decode_tok_s", "threads", "weight_bytes_per_token"} {
+	for _, k := range []string{"prefill_tok_s", "decode_tok_s", "threads", "weight_bytes_per_token",
+		"decode_step_tok_s", "read_gb_s", "fma_gflop_s", "decode_roofline_fraction"} {
 		if v, _ := r[k].(float64); v <= 0 {
 			t.Errorf("%s = %v, want a positive number", k, r[k])
 		}
+	}
+	// One bandwidth sample after each decode step; the median is not above
+	// the best.
+	if r["read_passes"] != 5.0 {
+		t.Errorf("read_passes = %v, want 5 (one per decode step)", r["read_passes"])
+	}
+	if best, med := r["read_gb_s_best"].(float64), r["read_gb_s"].(float64); best < med {
+		t.Errorf("read_gb_s_best %v < read_gb_s %v", best, med)
 	}
 	// tiny, f32: the 512×64 embedding (read whole as the tied LM head), 4
 	// layers of 37120 weights (attention 12288, MLP 24576, four norms 256)
