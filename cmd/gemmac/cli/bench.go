@@ -53,8 +53,10 @@ type BenchResult struct {
 
 	// The machine's ceilings, measured in the same run (absent with
 	// --no-roofline), and the fractions of them reached. A bandwidth
-	// sample (roofline.ReadSample) runs after every decode step, untimed:
-	// ReadGBs is their median, ReadGBsBest the fastest. The decode fraction
+	// sample (roofline.ReadSample) runs after every two decode steps,
+	// untimed (the step after it too, where the context has room: it wakes
+	// the engine's threads): ReadGBs is their median, ReadGBsBest the
+	// fastest. The decode fraction
 	// is the median step against the median sample, both taken over the
 	// same seconds, so a neighbour that takes bandwidth for a while moves
 	// both sides. FMAGFLOP is the best of FMA runs just before and after
@@ -94,6 +96,9 @@ func runBench(env *Env, args []string) error {
 	mf.batch = *streams
 	if mf.maxSeq == 0 && env.Context == 0 {
 		mf.maxSeq = *promptTokens + *genTokens
+		if !*noRoofline {
+			mf.maxSeq += warmSteps(*genTokens)
+		}
 		if *streams > 1 {
 			mf.maxSeq++ // the streams' untimed first step
 		}
@@ -202,9 +207,9 @@ func runBench(env *Env, args []string) error {
 // Bench times one prefill of promptTokens random tokens and genTokens
 // decode steps after it, on a fresh session. With a probe it also samples
 // the machine's ceilings in the same run: FMA runs just before and after
-// the prefill, and one bandwidth pass after every decode step (untimed).
-// The resident set is read after the first decode step, before the probe's
-// buffer exists.
+// the prefill, and a bandwidth sample after every sampleEvery decode steps
+// (untimed). The resident set is read after the first decode step, before
+// the probe's buffer exists.
 func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (*BenchResult, error) {
 	if promptTokens+genTokens > m.Engine.Context() {
 		return nil, &model.ContextError{Tokens: promptTokens + genTokens, Context: m.Engine.Context()}
@@ -218,12 +223,6 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 	for i := range prompt {
 		prompt[i] = 3 + rng.IntN(m.Config.VocabSize-3)
 	}
-	// The decode steps feed fixed ids rather than sampled ones so a stop
-	// token cannot end the measurement early.
-	feed := make([]int, genTokens)
-	for i := range feed {
-		feed[i] = 3 + rng.IntN(m.Config.VocabSize-3)
-	}
 	var fma float64
 	fmaRuns := func() {
 		if probe == nil {
@@ -234,6 +233,20 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 			fma = max(fma, probe.FMA())
 		}
 	}
+	// With a probe, the decode steps run in blocks of sampleEvery with a
+	// bandwidth sample between blocks. The engine's threads sleep during a
+	// sample, so the step after it, which would pay for waking them, runs
+	// untimed where the context has room (warmSteps).
+	warm := 0
+	if probe != nil {
+		warm = max(0, min(warmSteps(genTokens), m.Engine.Context()-promptTokens-genTokens))
+	}
+	// The decode steps feed fixed ids rather than sampled ones so a stop
+	// token cannot end the measurement early.
+	feed := make([]int, genTokens+warm)
+	for i := range feed {
+		feed[i] = 3 + rng.IntN(m.Config.VocabSize-3)
+	}
 	fmaRuns()
 	start := time.Now()
 	if _, err := sess.Prefill(prompt); err != nil {
@@ -243,26 +256,42 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 	fmaRuns()
 	var decode time.Duration
 	var rss, peak int64
-	steps := make([]float64, len(feed))
-	var reads []float64
-	for i, id := range feed {
-		start = time.Now()
-		if _, err := sess.Step(id); err != nil {
-			return nil, err
-		}
-		d := time.Since(start)
-		decode += d
-		steps[i] = 1 / d.Seconds()
-		if i == 0 {
-			rss, peak = residentBytes(), peakResidentBytes()
-		}
-		if probe != nil {
-			time.Sleep(2 * cpu.IdleSpin) // until the engine's threads stop polling
-			gbs, err := probe.ReadSample()
-			if err != nil {
+	var steps, reads []float64
+	sample := func() error {
+		time.Sleep(2 * cpu.IdleSpin) // until the engine's threads stop polling
+		gbs, err := probe.ReadSample()
+		reads = append(reads, gbs)
+		return err
+	}
+	for len(steps) < genTokens {
+		if probe != nil && len(steps) > 0 {
+			if err := sample(); err != nil {
 				return nil, err
 			}
-			reads = append(reads, gbs)
+			if warm > 0 {
+				if _, err := sess.Step(feed[0]); err != nil {
+					return nil, err
+				}
+				feed, warm = feed[1:], warm-1
+			}
+		}
+		for k := 0; k < sampleEvery && len(steps) < genTokens; k++ {
+			start = time.Now()
+			if _, err := sess.Step(feed[0]); err != nil {
+				return nil, err
+			}
+			d := time.Since(start)
+			feed = feed[1:]
+			decode += d
+			steps = append(steps, 1/d.Seconds())
+			if len(steps) == 1 {
+				rss, peak = residentBytes(), peakResidentBytes()
+			}
+		}
+	}
+	if probe != nil {
+		if err := sample(); err != nil {
+			return nil, err
 		}
 	}
 	cfg := m.Config
@@ -295,6 +324,14 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 	}
 	return r, nil
 }
+
+// sampleEvery is how many timed decode steps run between two bandwidth
+// samples.
+const sampleEvery = 2
+
+// warmSteps is the number of untimed steps (one after each bandwidth sample
+// but the last) that Bench adds to genTokens timed ones.
+func warmSteps(genTokens int) int { return (genTokens+sampleEvery-1)/sampleEvery - 1 }
 
 // median of a non-empty sample (the mean of the middle two for an even
 // count).
