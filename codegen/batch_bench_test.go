@@ -84,35 +84,10 @@ func getBatchBenchLib(b *testing.B) *lib {
 // through as many copies as the arena holds) for any row count.
 func benchBatchGemm(b *testing.B, s Spec, threads int) {
 	l := getBatchBenchLib(b)
-	var R, K, N, nw int
-	var dt gir.DType
-	switch s := s.(type) {
-	case Matmul:
-		R, K, N, dt, nw = s.R, s.K, s.N, s.WType, 1
-	case GeGLU:
-		R, K, N, dt, nw = s.R, s.K, s.F, s.WType, 2
-	}
-	x := randF32(R*K, 1, 1)
-	out := f32buf(R * N)
-	sc := scalarsBuf(0, int64(R))
-	a := getArena()
-	wb := int64(N) * int64(K) * int64(dt.Size())
-	copies := max(1, int64(len(a)*2)/(wb*int64(nw)))
-	var argv [][]uintptr
-	for c := int64(0); c < copies; c++ {
-		args := []uintptr{addr(out), addr(x)}
-		for m := 0; m < nw; m++ {
-			args = append(args, addr(a)+uintptr((c*int64(nw)+int64(m))*wb))
-		}
-		argv = append(argv, append(args, addr(sc)))
-	}
-	b.SetBytes(wb * int64(nw))
-	b.ResetTimer()
-	runner{l, s.Name(), argv, s.Items(), s.Granule(), threads}.run(b)
-	runtime.KeepAlive(x)
-	runtime.KeepAlive(out)
-	runtime.KeepAlive(a)
-	runtime.KeepAlive(sc)
+	argv, keep := batchArgs(s)
+	_, _, _, nw, wb := gemmDims(s)
+	runKernelBench(b, l, s, argv, threads, wb*int64(nw), 0)
+	runtime.KeepAlive(keep)
 }
 
 // BenchmarkDecodeBatch2B runs every 2B decode shape for 1 row and for a
@@ -167,29 +142,8 @@ func BenchmarkDecodeBatchRatio2B(b *testing.B) {
 
 // batchArgs are the kernel args of s over every weight copy the arena holds.
 func batchArgs(s Spec) ([][]uintptr, []any) {
-	var R, K, N, nw int
-	var dt gir.DType
-	switch s := s.(type) {
-	case Matmul:
-		R, K, N, dt, nw = s.R, s.K, s.N, s.WType, 1
-	case GeGLU:
-		R, K, N, dt, nw = s.R, s.K, s.F, s.WType, 2
-	}
-	x := randF32(R*K, 1, 1)
-	out := f32buf(R * N)
-	sc := scalarsBuf(0, int64(R))
-	a := getArena()
-	wb := int64(N) * int64(K) * int64(dt.Size())
-	copies := max(1, int64(len(a)*2)/(wb*int64(nw)))
-	var argv [][]uintptr
-	for c := int64(0); c < copies; c++ {
-		args := []uintptr{addr(out), addr(x)}
-		for m := 0; m < nw; m++ {
-			args = append(args, addr(a)+uintptr((c*int64(nw)+int64(m))*wb))
-		}
-		argv = append(argv, append(args, addr(sc)))
-	}
-	return argv, []any{x, out, sc, a}
+	R, K, N, nw, wb := gemmDims(s)
+	return arenaArgs(R, K, N, nw, wb, true)
 }
 
 // threadsCall runs one call of the kernel split over threads goroutines,

@@ -1,6 +1,7 @@
 package codegen
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -147,33 +148,42 @@ func (r runner) run(b *testing.B) {
 
 func benchGemm(b *testing.B, s Spec, threads int) {
 	l := getBenchLib(b)
-	var R, K, N int
-	var dt gir.DType
-	nw := 1
-	var flops, wbytes int64
-	switch s := s.(type) {
-	case Matmul:
-		R, K, N, dt = s.R, s.K, s.N, s.WType
-		flops, wbytes = s.FLOPs(), s.WeightBytes()
-	case GeGLU:
-		R, K, N, dt, nw = s.R, s.K, s.F, s.WType, 2
-		flops, wbytes = s.FLOPs(), s.WeightBytes()
-	}
-	x := randF32(R*K, 1, 1)
-	out := f32buf(R * N)
-	sc := scalarsBuf(0, int64(R))
+	R, K, N, nw, wb := gemmDims(s)
 	// Weights come from the arena. Decode rotates through as many distinct
 	// copies as fit, so every call streams them from DRAM (the last-level
 	// cache would otherwise hold a good part of one copy); prefill reuses one
 	// (GEMMAC_COLD=1 rotates it too, as a model's prefill reads each
 	// chunk's weights from memory).
-	a := getArena()
-	wb := int64(N) * int64(K) * int64(dt.Size())
-	copies := int64(1)
-	if R == 1 || os.Getenv("GEMMAC_COLD") != "" {
-		copies = int64(len(a)*2) / (wb * int64(nw))
+	argv, keep := arenaArgs(R, K, N, nw, wb, R == 1 || os.Getenv("GEMMAC_COLD") != "")
+	runKernelBench(b, l, s, argv, threads, wb*int64(nw), s.(interface{ FLOPs() int64 }).FLOPs())
+	runtime.KeepAlive(keep)
+}
+
+// gemmDims are the shape of a Matmul or GeGLU spec: R rows of K to N
+// outputs from nw weight matrices of wb bytes each.
+func gemmDims(s Spec) (R, K, N, nw int, wb int64) {
+	switch s := s.(type) {
+	case Matmul:
+		return s.R, s.K, s.N, 1, s.WeightBytes()
+	case GeGLU:
+		return s.R, s.K, s.F, 2, s.WeightBytes() / 2
 	}
-	var argv [][]uintptr
+	panic(fmt.Sprintf("gemmDims: %T is not a matmul", s))
+}
+
+// arenaArgs are the kernel args (out, x, nw weight matrices of wb bytes,
+// scalars) of R rows of K to N outputs, one list per weight copy: with
+// rotate, as many distinct copies as the arena holds (a call through each
+// in turn streams its weights from DRAM), else one. keep holds the buffers.
+func arenaArgs(R, K, N, nw int, wb int64, rotate bool) (argv [][]uintptr, keep []any) {
+	x := randF32(R*K, 1, 1)
+	out := f32buf(R * N)
+	sc := scalarsBuf(0, int64(R))
+	a := getArena()
+	copies := int64(1)
+	if rotate {
+		copies = max(1, int64(len(a)*2)/(wb*int64(nw)))
+	}
 	for c := int64(0); c < copies; c++ {
 		args := []uintptr{addr(out), addr(x)}
 		for m := 0; m < nw; m++ {
@@ -181,15 +191,20 @@ func benchGemm(b *testing.B, s Spec, threads int) {
 		}
 		argv = append(argv, append(args, addr(sc)))
 	}
-	b.SetBytes(wbytes)
+	return argv, []any{x, out, sc, a}
+}
+
+// runKernelBench times the kernel over argv (call i uses argv[i%len]) on
+// threads, reporting bytes per call as MB/s and flops per call as GFLOP/s
+// (none when flops is 0).
+func runKernelBench(b *testing.B, l *lib, s Spec, argv [][]uintptr, threads int, bytes, flops int64) {
+	b.SetBytes(bytes)
 	b.ResetTimer()
 	runner{l, s.Name(), argv, s.Items(), s.Granule(), threads}.run(b)
 	b.StopTimer()
-	b.ReportMetric(float64(flops)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-	runtime.KeepAlive(x)
-	runtime.KeepAlive(out)
-	runtime.KeepAlive(a)
-	runtime.KeepAlive(sc)
+	if flops > 0 {
+		b.ReportMetric(float64(flops)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	}
 }
 
 func BenchmarkGEMVDecodeBF16(b *testing.B)    { benchGemm(b, benchSpec.gemvBF16, 1) }

@@ -346,31 +346,9 @@ func benchQ(b *testing.B, key string, threads int) {
 		R, K, N, nw = s.R, s.K, s.F, 2
 		wb, flops = s.WeightBytes()/2, s.FLOPs()
 	}
-	x := randF32(R*K, 1, 1)
-	out := f32buf(R * N)
-	sc := scalarsBuf(0, int64(R))
-	a := getArena()
-	copies := int64(1)
-	if R == 1 && !strings.HasPrefix(key, "l2_") {
-		copies = int64(len(a)*2) / (wb * int64(nw))
-	}
-	var argv [][]uintptr
-	for c := int64(0); c < copies; c++ {
-		args := []uintptr{addr(out), addr(x)}
-		for m := 0; m < nw; m++ {
-			args = append(args, addr(a)+uintptr((c*int64(nw)+int64(m))*wb))
-		}
-		argv = append(argv, append(args, addr(sc)))
-	}
-	b.SetBytes(wb * int64(nw))
-	b.ResetTimer()
-	runner{l, s.Name(), argv, s.Items(), s.Granule(), threads}.run(b)
-	b.StopTimer()
-	b.ReportMetric(float64(flops)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-	runtime.KeepAlive(x)
-	runtime.KeepAlive(out)
-	runtime.KeepAlive(a)
-	runtime.KeepAlive(sc)
+	argv, keep := arenaArgs(R, K, N, nw, wb, R == 1 && !strings.HasPrefix(key, "l2_"))
+	runKernelBench(b, l, s, argv, threads, wb*int64(nw), flops)
+	runtime.KeepAlive(keep)
 }
 
 func BenchmarkQGEMVDecodeQ8_0(b *testing.B) { benchQ(b, "q8_0", 1) }
