@@ -19,25 +19,10 @@ import (
 
 const testBatch = 4
 
-var (
-	batchedOnce sync.Once
-	batched     *model.Model
-	batchedErr  error
-)
-
 // batchedModel is gocoder on an engine with a batched decode step of 4
 // rows (the interpreter runs the batched graph; the compiled engine is
 // checked against it in tests/).
-func batchedModel(t testing.TB) *model.Model {
-	t.Helper()
-	batchedOnce.Do(func() {
-		batched, batchedErr = model.Load(gocoder, model.Options{Context: context_, Batch: testBatch})
-	})
-	if batchedErr != nil {
-		t.Fatal(batchedErr)
-	}
-	return batched
-}
+func batchedModel(t testing.TB) *model.Model { return loadModel(t, testBatch) }
 
 func newBatchedServer(t testing.TB, opts Options) (*Server, *httptest.Server) {
 	t.Helper()

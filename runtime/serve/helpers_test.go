@@ -24,22 +24,35 @@ const (
 	context_  = 256
 )
 
-var (
-	loadOnce sync.Once
-	shared   *model.Model
-	loadErr  error
-)
-
-// testModel is gocoder with a 256-token context, loaded once: a Model is
-// safe for concurrent use, and each server makes its own sessions.
-func testModel(t testing.TB) *model.Model {
-	t.Helper()
-	loadOnce.Do(func() { shared, loadErr = model.Load(gocoder, model.Options{Context: context_}) })
-	if loadErr != nil {
-		t.Fatal(loadErr)
-	}
-	return shared
+// testModels holds the test models, one per batch size, each loaded once.
+var testModels struct {
+	sync.Mutex
+	models map[int]*model.Model
 }
+
+// loadModel is gocoder with a 256-token context and a batched decode step
+// of batch rows (0: none), loaded once: a Model is safe for concurrent use,
+// and each server makes its own sessions.
+func loadModel(t testing.TB, batch int) *model.Model {
+	t.Helper()
+	testModels.Lock()
+	defer testModels.Unlock()
+	if m := testModels.models[batch]; m != nil {
+		return m
+	}
+	m, err := model.Load(gocoder, model.Options{Context: context_, Batch: batch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if testModels.models == nil {
+		testModels.models = map[int]*model.Model{}
+	}
+	testModels.models[batch] = m
+	return m
+}
+
+// testModel is gocoder with a 256-token context.
+func testModel(t testing.TB) *model.Model { return loadModel(t, 0) }
 
 // newServer starts a server with the test model behind an httptest server.
 func newServer(t testing.TB, opts Options) (*Server, *httptest.Server) {
@@ -48,12 +61,7 @@ func newServer(t testing.TB, opts Options) (*Server, *httptest.Server) {
 	if err := s.SetModel(testModel(t)); err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(s)
-	t.Cleanup(func() {
-		ts.Close()
-		s.Close()
-	})
-	return s, ts
+	return s, newHTTPTest(t, s)
 }
 
 func newClient(ts *httptest.Server) openai.Client {
