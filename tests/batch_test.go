@@ -10,45 +10,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gemmac/gemmac/codegen"
-	cpucodegen "github.com/gemmac/gemmac/codegen/cpu"
-	"github.com/gemmac/gemmac/frontend"
-	"github.com/gemmac/gemmac/runtime/cpu"
 	"github.com/gemmac/gemmac/runtime/model"
 )
 
 const testBatch = 4
 
-// batchedEngine compiles the checkpoint with a batched decode step of
-// opts.Batch rows.
-func batchedEngine(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, error) {
-	c, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{
-		Target: codegen.HostTarget(), Context: opts.Context, Chunk: 16, Batch: opts.Batch})
-	if err != nil {
-		return nil, err
-	}
-	so, err := c.SharedObject(filepath.Join(os.TempDir(), "gemmac-test-kernels"))
-	if err != nil {
-		return nil, err
-	}
-	k, err := cpu.LoadKernels(so, c.Artifact.Kernels)
-	if err != nil {
-		return nil, err
-	}
-	return cpu.New(c.Artifact, k, ckpt, cpu.Options{Threads: 2})
-}
-
 func loadBatched(t *testing.T, name string, ctx int, compiled bool) *model.Model {
 	t.Helper()
-	opts := model.Options{Context: ctx, Batch: testBatch}
-	if compiled {
-		opts.Engine = batchedEngine
-	}
-	m, err := model.Load(modelDir(name), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	m := loadWith(t, name, model.Options{Context: ctx, Batch: testBatch}, compiled)
 	if m.MaxBatch() != testBatch {
 		t.Fatalf("%s: MaxBatch %d, want %d", m.Engine.Name(), m.MaxBatch(), testBatch)
 	}

@@ -20,11 +20,12 @@ import (
 )
 
 // compiledEngine compiles the checkpoint's kernels for this CPU into a
-// shared object (cached per test run) and runs them in process.
+// shared object (cached per test run) and runs them in process; with
+// opts.Batch above 1, with a batched decode step of that many rows.
 func compiledEngine(t *testing.T) func(*frontend.Checkpoint, model.Options) (model.Engine, error) {
 	cache := filepath.Join(os.TempDir(), "gemmac-test-kernels")
 	return func(ckpt *frontend.Checkpoint, opts model.Options) (model.Engine, error) {
-		c, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: codegen.HostTarget(), Context: opts.Context, Chunk: 16, KVDType: opts.KVDType})
+		c, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: codegen.HostTarget(), Context: opts.Context, Chunk: 16, KVDType: opts.KVDType, Batch: opts.Batch})
 		if err != nil {
 			return nil, err
 		}
