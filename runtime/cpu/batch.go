@@ -76,9 +76,7 @@ func (e *Engine) batch() (*batchRun, error) {
 	}
 	b := &batchRun{p: p}
 	index := map[int64]int{}
-	n := 0
 	for _, st := range p.Steps {
-		n += len(st.Args)
 		for _, a := range st.Args {
 			if _, ok := index[a.Offset]; a.Kind == plan.ArgKVRows && !ok {
 				index[a.Offset] = len(b.offsets)
@@ -100,33 +98,26 @@ func (e *Engine) batch() (*batchRun, error) {
 	b.arena = alloc(p.ArenaBytes)
 	b.io = alloc(int64(8*(2+p.Batch) + 4*p.Batch))
 	b.tables = alloc(int64(8 * p.Batch * max(len(b.offsets), 1)))
-	b.args = alloc(int64(8 * max(n, 1)))
+	b.args = alloc(int64(8 * argCount(p)))
 	if err != nil {
 		return nil, err
 	}
 	b.arena.touch()
-	ptrs := unsafe.Slice((*unsafe.Pointer)(b.args.ptr(0)), max(n, 1))
-	i := 0
-	for _, st := range p.Steps {
-		for _, a := range st.Args {
-			switch a.Kind {
-			case plan.ArgArena:
-				ptrs[i] = b.arena.ptr(a.Offset)
-			case plan.ArgKVRows:
-				ptrs[i] = b.tables.ptr(int64(8 * p.Batch * index[a.Offset]))
-			case plan.ArgWeight:
-				ptrs[i] = e.weights[a.Index]
-			case plan.ArgTokens:
-				ptrs[i] = b.io.ptr(int64(8 * (2 + p.Batch)))
-			case plan.ArgScalars:
-				ptrs[i] = b.io.ptr(0)
-			case plan.ArgRoPE:
-				ptrs[i] = e.rope
-			default:
-				return nil, fmt.Errorf("program %s: a %s argument has no place in a batched step", p.Name, a.Kind)
-			}
-			i++
+	err = e.bindArgs(p, b.args, func(a plan.Arg) unsafe.Pointer {
+		switch a.Kind {
+		case plan.ArgArena:
+			return b.arena.ptr(a.Offset)
+		case plan.ArgKVRows:
+			return b.tables.ptr(int64(8 * p.Batch * index[a.Offset]))
+		case plan.ArgTokens:
+			return b.io.ptr(int64(8 * (2 + p.Batch)))
+		case plan.ArgScalars:
+			return b.io.ptr(0)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	e.batchRun = b
 	return b, nil

@@ -320,36 +320,57 @@ func (e *Engine) NewState() (model.State, error) {
 // argBlock resolves every step's arguments once, into the pointer arrays
 // the kernels receive.
 func (e *Engine) argBlock(p *plan.Program, s *state) (*region, error) {
+	r, err := allocRegion(int64(argCount(p) * 8))
+	if err != nil {
+		return nil, err
+	}
+	return r, e.bindArgs(p, r, func(a plan.Arg) unsafe.Pointer {
+		switch a.Kind {
+		case plan.ArgArena:
+			return s.arena.ptr(a.Offset)
+		case plan.ArgKV:
+			return s.kv.ptr(a.Offset)
+		case plan.ArgTokens:
+			return s.io.ptr(16)
+		case plan.ArgScalars:
+			return s.io.ptr(0)
+		}
+		return nil
+	})
+}
+
+// argCount is the number of pointers p's steps take (at least one, so an
+// argument block is never empty).
+func argCount(p *plan.Program) int {
 	n := 0
 	for _, st := range p.Steps {
 		n += len(st.Args)
 	}
-	r, err := allocRegion(int64(max(n, 1) * 8))
-	if err != nil {
-		return nil, err
-	}
-	ptrs := unsafe.Slice((*unsafe.Pointer)(r.ptr(0)), max(n, 1))
+	return max(n, 1)
+}
+
+// bindArgs writes the pointer of every step's arguments, in order, into r
+// (argCount(p) pointers): the weights and the RoPE table are the engine's,
+// the rest where place puts them. An argument neither places is an error.
+func (e *Engine) bindArgs(p *plan.Program, r *region, place func(plan.Arg) unsafe.Pointer) error {
+	ptrs := unsafe.Slice((*unsafe.Pointer)(r.ptr(0)), argCount(p))
 	i := 0
 	for _, st := range p.Steps {
 		for _, a := range st.Args {
 			switch a.Kind {
-			case plan.ArgArena:
-				ptrs[i] = s.arena.ptr(a.Offset)
-			case plan.ArgKV:
-				ptrs[i] = s.kv.ptr(a.Offset)
 			case plan.ArgWeight:
 				ptrs[i] = e.weights[a.Index]
-			case plan.ArgTokens:
-				ptrs[i] = s.io.ptr(16)
-			case plan.ArgScalars:
-				ptrs[i] = s.io.ptr(0)
 			case plan.ArgRoPE:
 				ptrs[i] = e.rope
+			default:
+				if ptrs[i] = place(a); ptrs[i] == nil {
+					return fmt.Errorf("program %s: a %s argument has no place in it", p.Name, a.Kind)
+				}
 			}
 			i++
 		}
 	}
-	return r, nil
+	return nil
 }
 
 type state struct {
