@@ -5,9 +5,9 @@ import (
 	"slices"
 )
 
-// argmax returns the index of the largest value, the lowest such index on
-// ties. NaN ranks below every number, -Inf included.
-func argmax(x []float32) int {
+// Argmax returns the index of the largest value (the greedy choice), the
+// lowest such index on ties. NaN ranks below every number, -Inf included.
+func Argmax(x []float32) int {
 	best, bv := 0, x[0]
 	for i, v := range x {
 		if v > bv || bv != bv && v == v {

@@ -50,12 +50,12 @@ func (s *Sampler) Sample(logits []float32, history []int) int {
 	}
 	x := s.prepare(logits, history)
 	if s.opts.greedy() {
-		return argmax(x)
+		return Argmax(x)
 	}
 	u := s.rng.Float64()
 	cand, w := s.filter(x)
 	if len(cand) == 0 {
-		return argmax(x) // every logit is -Inf or NaN: nothing to draw from
+		return Argmax(x) // every logit is -Inf or NaN: nothing to draw from
 	}
 	return int(draw(cand, w, u))
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gemmac/gemmac/frontend"
 	"github.com/gemmac/gemmac/runtime/model"
+	"github.com/gemmac/gemmac/runtime/sample"
 )
 
 func evalCommand() Command {
@@ -179,7 +180,7 @@ func EvalAgainst(ref, cand *model.Model, ids []int, window int) (*EvalResult, er
 			k := kld(p, c, lseP, lseC)
 			kldTotal += k
 			q.MaxKLD = math.Max(q.MaxKLD, k)
-			if argmax(p) == argmax(c) {
+			if sample.Argmax(p) == sample.Argmax(c) {
 				agree++
 			}
 		}
@@ -257,14 +258,4 @@ func kld(p, q []float32, lseP, lseQ float64) float64 {
 		sum += math.Exp(lp) * (lp - (float64(q[i]) - lseQ))
 	}
 	return math.Max(sum, 0)
-}
-
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
 }
