@@ -38,20 +38,7 @@ func ropeRowsCase(R, NH, D int, scale float64, pos []int, nvalid int) kcase {
 		cs := ropeTable(100, D, 10000)
 		out := f32buf(len(x))
 		sc := batchScalars(pos, nvalid)
-		half := D / 2
-		want := make([]float64, nvalid*NH*D)
-		for r := 0; r < nvalid; r++ {
-			p := pos[r]
-			for h := 0; h < NH; h++ {
-				b := (r*NH + h) * D
-				for i := 0; i < half; i++ {
-					a, bb := float64(x[b+i]), float64(x[b+i+half])
-					c, sn := float64(cs[p*D+i]), float64(cs[p*D+half+i])
-					want[b+i] = (a*c - bb*sn) * scale
-					want[b+i+half] = (bb*c + a*sn) * scale
-				}
-			}
-		}
+		want := ropeRef(x, cs, NH, D, scale, nvalid, func(r int) int { return pos[r] })
 		runSplits(t, l, s, []uintptr{addr(out), addr(x), addr(cs), addr(sc)}, func() { clear32(out) },
 			func(what string) {
 				checkRel(t, what, out[:len(want)], want, 1e-5)

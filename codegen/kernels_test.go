@@ -209,6 +209,26 @@ func ropeTable(P, D int, theta float64) []float32 {
 	return cs
 }
 
+// ropeRef is RoPE in float64 of the first nvalid rows of x (NH heads of D)
+// with the cos/sin table cs, row r at position posOf(r), times scale.
+func ropeRef(x, cs []float32, NH, D int, scale float64, nvalid int, posOf func(r int) int) []float64 {
+	half := D / 2
+	want := make([]float64, nvalid*NH*D)
+	for r := 0; r < nvalid; r++ {
+		p := posOf(r)
+		for h := 0; h < NH; h++ {
+			b := (r*NH + h) * D
+			for i := 0; i < half; i++ {
+				a, bb := float64(x[b+i]), float64(x[b+i+half])
+				c, sn := float64(cs[p*D+i]), float64(cs[p*D+half+i])
+				want[b+i] = (a*c - bb*sn) * scale
+				want[b+i+half] = (bb*c + a*sn) * scale
+			}
+		}
+	}
+	return want
+}
+
 func ropeCase(R, NH, D int, scale float64, pos, nvalid int, alias bool) kcase {
 	return kcase{Rope{R: R, NH: NH, D: D, Scale: scale}, func(t *testing.T, l *lib, s Spec) {
 		x0 := randF32(R*NH*D, 13, 2)
@@ -219,20 +239,7 @@ func ropeCase(R, NH, D int, scale float64, pos, nvalid int, alias bool) kcase {
 			out = x
 		}
 		sc := scalarsBuf(int64(pos), int64(nvalid))
-		half := D / 2
-		want := make([]float64, nvalid*NH*D)
-		for r := 0; r < nvalid; r++ {
-			p := pos + r
-			for h := 0; h < NH; h++ {
-				b := (r*NH + h) * D
-				for i := 0; i < half; i++ {
-					a, bb := float64(x0[b+i]), float64(x0[b+i+half])
-					c, sn := float64(cs[p*D+i]), float64(cs[p*D+half+i])
-					want[b+i] = (a*c - bb*sn) * scale
-					want[b+i+half] = (bb*c + a*sn) * scale
-				}
-			}
-		}
+		want := ropeRef(x0, cs, NH, D, scale, nvalid, func(r int) int { return pos + r })
 		runSplits(t, l, s, []uintptr{addr(out), addr(x), addr(cs), addr(sc)},
 			func() { copy(x, x0); clear32(out[:0]) },
 			func(what string) { checkRel(t, what, out[:len(want)], want, 1e-5) })
