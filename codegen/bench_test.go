@@ -26,12 +26,12 @@ var (
 		gemvBF16:        Matmul{R: 1, K: 2304, N: 9216, WType: gir.BF16},
 		gemvF32:         Matmul{R: 1, K: 2304, N: 9216, WType: gir.F32},
 		gegluBF16:       GeGLU{R: 1, K: 2304, F: 9216, WType: gir.BF16},
-		gemmBF16:        Matmul{R: 64, K: 2304, N: 2304, WType: gir.BF16},
-		gegluPrefill:    GeGLU{R: 64, K: 2304, F: 2304, WType: gir.BF16},
-		gemmF32:         Matmul{R: 64, K: 2304, N: 2304, WType: gir.F32},
-		gegluPrefillF32: GeGLU{R: 64, K: 2304, F: 2304, WType: gir.F32},
-		downF32:         Matmul{R: 64, K: 9216, N: 2304, WType: gir.F32},
-		downBF16:        Matmul{R: 64, K: 9216, N: 2304, WType: gir.BF16},
+		gemmBF16:        Matmul{R: 128, K: 2304, N: 2304, WType: gir.BF16},
+		gegluPrefill:    GeGLU{R: 128, K: 2304, F: 2304, WType: gir.BF16},
+		gemmF32:         Matmul{R: 128, K: 2304, N: 2304, WType: gir.F32},
+		gegluPrefillF32: GeGLU{R: 128, K: 2304, F: 2304, WType: gir.F32},
+		downF32:         Matmul{R: 128, K: 9216, N: 2304, WType: gir.F32},
+		downBF16:        Matmul{R: 128, K: 9216, N: 2304, WType: gir.BF16},
 		read:            ProbeRead{Bytes: arenaBytes},
 		fma:             ProbeFMA{Iters: 20000},
 	}
@@ -69,6 +69,11 @@ func getBenchLib(b *testing.B) *lib {
 		}
 		if v := os.Getenv("GEMMAC_PPF"); v != "" {
 			prefillPrefetch = v != "0"
+		}
+		for i, e := range []string{"GEMMAC_T1", "GEMMAC_T2"} {
+			if v := os.Getenv(e); v != "" {
+				fmt.Sscanf(v, "%dx%d", &prefillTile[i][0], &prefillTile[i][1])
+			}
 		}
 		if v := os.Getenv("GEMMAC_VP"); v != "" {
 			vectorPartialBytes, _ = strconv.ParseInt(v, 10, 64)

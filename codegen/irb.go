@@ -265,6 +265,15 @@ func elemType(dt gir.DType) types.Type {
 	return tF32
 }
 
+// srcElemType is the element type of a weight argument stored as dt:
+// quantised blocks are addressed in bytes.
+func srcElemType(dt gir.DType) types.Type {
+	if dt.IsQuantized() {
+		return tI8
+	}
+	return elemType(dt)
+}
+
 // loadVecRaw loads n elements of type elem from p[idx...] (masked if mask != nil;
 // masked-off lanes read as zero and are never touched in memory).
 func (g *gen) loadVecRaw(elem types.Type, n int, p, idx, mask value.Value) value.Value {

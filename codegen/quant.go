@@ -2,10 +2,12 @@ package codegen
 
 // Kernels for llama.cpp's block-quantised weights (q8_0, q4_0; see
 // ir/quant.go for the layouts). Activations stay f32: each block's f16 scale
-// is widened, its 32 integers are widened to f32 vectors in registers and
-// multiplied with x, so the result is that of an f32 matmul with the
-// dequantised weights (what the interpreter and the float64 references for
-// the quantised GGUFs compute), not llama.cpp's integer dot products.
+// is widened, its 32 integers are widened to f32 vectors (in registers, or
+// for prefill into a packed f32 buffer the f32 tiles read) and multiplied
+// with x, so the result is that of an f32 matmul with the dequantised
+// weights (what the interpreter and the float64 references for the
+// quantised GGUFs compute). Only q4_0 decode on VNNI targets quantises x
+// for integer dot products (quant_int8.go).
 
 import (
 	"fmt"
@@ -35,7 +37,7 @@ func (s QMatmul) Name() string {
 	return n
 }
 func (s QMatmul) Items() int64   { return int64(s.N) }
-func (s QMatmul) Granule() int64 { _, nc := qTiling(s.R, 1, 16); return int64(nc) }
+func (s QMatmul) Granule() int64 { return qGranule(s.R, 1) }
 func (s QMatmul) Args() []string { return []string{"out", "x", "w", "scalars"} }
 func (s QMatmul) FLOPs() int64   { return 2 * int64(s.R) * int64(s.K) * int64(s.N) }
 
@@ -74,7 +76,7 @@ func (s QGeGLU) Name() string {
 	return fmt.Sprintf("qgeglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
 }
 func (s QGeGLU) Items() int64       { return int64(s.F) }
-func (s QGeGLU) Granule() int64     { _, nc := qTiling(s.R, 2, 16); return int64(nc) }
+func (s QGeGLU) Granule() int64     { return qGranule(s.R, 2) }
 func (s QGeGLU) Args() []string     { return []string{"out", "x", "wgate", "wup", "scalars"} }
 func (s QGeGLU) FLOPs() int64       { return 4 * int64(s.R) * int64(s.K) * int64(s.F) }
 func (s QGeGLU) WeightBytes() int64 { return 2 * int64(s.F) * int64(s.WType.BytesFor(s.K)) }
@@ -101,13 +103,35 @@ func checkQuant(dt gir.DType, k int) error {
 	return nil
 }
 
+// packQuantPrefill lets benchmarks compare prefill with the weights widened
+// in the tile (qdotTile) against the packed path.
+var packQuantPrefill = true
+
+// packsQuantized reports whether a prefill of R rows dequantises its weights
+// into an f32 buffer per column tile and K block (emitGemm) rather than
+// widening every block again in every row tile (qdotTile): on the 2B shapes
+// at R = 128, 1.25–1.3× (go test ./codegen -bench 'Q.*Prefill', one thread;
+// GEMMAC_QPACK=0 for the other), and in the 2B model, with the next block's
+// rows prefetched, q4_0 prefill went from 51–53 to 70–72 tok/s.
+func packsQuantized(R int) bool { return packQuantPrefill && R > maxBatchRows }
+
+// qGranule is the column granule of a quantised matmul of R rows.
+func qGranule(R, nw int) int64 {
+	if packsQuantized(R) {
+		_, nc, _ := gemmTiling(R, nw, gir.F32)
+		return int64(nc)
+	}
+	_, nc := qTiling(R, nw, 16)
+	return int64(nc)
+}
+
 // qTiling picks the register tile for nw quantised weight matrices: mr rows
 // of x × nc weight rows (output columns). Decode (R=1) keeps 8 weight rows
-// in flight (4 per matrix for GeGLU), like the bf16 GEMV. Prefill reuses each
-// dequantised (and scaled) block for mr rows (4 × 4 columns, or 4 × 2 of
-// each GeGLU matrix: 1.65× faster than 2 × 4 on the 2B GeGLU); narrower
-// targets (fewer registers) halve mr. The granule (nc) does not depend on
-// the target.
+// in flight (4 per matrix for GeGLU), like the bf16 GEMV. A batched decode
+// step (and prefill without packsQuantized) reuses each dequantised (and
+// scaled) block for mr rows (4 × 4 columns, or 4 × 2 of each GeGLU matrix:
+// 1.65× faster than 2 × 4 on the 2B GeGLU); narrower targets (fewer
+// registers) halve mr. The granule (nc) does not depend on the target.
 func qTiling(R, nw, lanes int) (mr, nc int) {
 	if R == 1 {
 		return 1, qDecodeNC[nw-1]
@@ -149,6 +173,10 @@ func (g *gen) prefetchNextTile(ws []value.Value, rowBytes int64, j0 value.Value,
 func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
 	if g.useInt8Decode(R, dt) {
 		emitQGemvInt8(g, K, nw, epi)
+		return
+	}
+	if packsQuantized(R) {
+		emitGemm(g, R, K, N, dt, nw, epi)
 		return
 	}
 	mr, nc := qTiling(R, nw, g.L())
@@ -264,6 +292,48 @@ func (g *gen) qScaledWeights(dt gir.DType, p, boff, d value.Value) []value.Value
 	ws[0] = g.b.NewCall(permps, table, idx)
 	ws[1] = g.b.NewCall(permps, table, g.b.NewLShr(idx, ci(vi, 4)))
 	return ws
+}
+
+// packWeights dequantises weights [k0, k0+klen) of a prefill column tile —
+// rows j..j+nc of each matrix in ws, stored as dt — into the f32 rows wr
+// (klen floats each), with qScaledWeights' single rounding of q·d: the
+// values the f32 tile then reads are the dequantised weights exactly.
+// k0 and klen are whole blocks.
+func (g *gen) packWeights(dt gir.DType, ws []value.Value, K int, j value.Value, nc int, k0 value.Value, klen int, wr [][]value.Value) {
+	L := g.L()
+	bb := int64(dt.BlockBytes())
+	rowBytes := int64(K/gir.QK) * bb
+	b0 := g.b.NewUDiv(k0, ci64(gir.QK))
+	for m := range ws {
+		for c := 0; c < nc; c++ {
+			row := g.gep(tI8, ws[m], g.mulc(g.addc(j, int64(c)), rowBytes))
+			g.forRange(ci64(0), ci64(int64(klen/gir.QK)), 1, func(b value.Value) {
+				boff := g.mulc(g.add(b0, b), bb)
+				d := g.loadHalfSplatAt(row, boff, L)
+				for i, v := range g.qScaledWeights(dt, row, boff, d) {
+					g.storeVec(v, wr[m][c], g.addc(g.mulc(b, gir.QK), int64(i*L)), nil)
+				}
+			})
+		}
+	}
+}
+
+// prefetchQuantRows prefetches weights [k0, k0+klen) of rows j..j+nc of
+// each matrix in ws, stored as dt (one prefetch per cache line; past the
+// last row they are hints that do nothing).
+func (g *gen) prefetchQuantRows(dt gir.DType, ws []value.Value, K int, j value.Value, nc int, k0 value.Value, klen int) {
+	bb := int64(dt.BlockBytes())
+	rowBytes := int64(K/gir.QK) * bb
+	off := g.mulc(g.b.NewUDiv(k0, ci64(gir.QK)), bb)
+	span := int64(klen/gir.QK) * bb
+	for _, w := range ws {
+		for c := 0; c < nc; c++ {
+			row := g.gep(tI8, w, g.add(g.mulc(g.addc(j, int64(c)), rowBytes), off))
+			for o := int64(0); o < span; o += 64 {
+				g.prefetch(tI8, row, ci64(o))
+			}
+		}
+	}
 }
 
 // qdotTile returns d[m][r][c] = Σ_k x[r0+r, k] · w_m[j0+c, k] for an mr×nc

@@ -221,6 +221,12 @@ func quantCases() []kcase {
 			qmatmulCase(5, 96, 9, dt, 5, 30),
 			qmatmulCase(5, 2304, 7, dt, 3, 0),
 			qmatmulCase(16, 96, 6, dt, 13, 0),
+			// Prefill (packed): K blocks of whole q blocks, a column tail,
+			// rows left over from the row tiles.
+			qmatmulCase(16, 2304, 13, dt, 11, 0),
+			qmatmulCase(12, 4608, 7, dt, 12, 30),
+			qgegluCase(16, 2304, 9, dt, 14),
+			qgegluCase(10, 160, 5, dt, 9),
 			qgegluCase(1, 64, 7, dt, 1),
 			qgegluCase(1, 2304, 9, dt, 1),
 			qgegluCase(1, 288, 5, dt, 1),
@@ -295,10 +301,10 @@ var (
 		"down_q4_0":  QMatmul{R: 1, K: 9216, N: 2304, WType: gir.Q4_0},
 		"l2_q8_0":    QMatmul{R: 1, K: 2304, N: 256, WType: gir.Q8_0},
 		"l2_q4_0":    QMatmul{R: 1, K: 2304, N: 256, WType: gir.Q4_0},
-		"prefill_q8": QMatmul{R: 64, K: 2304, N: 2304, WType: gir.Q8_0},
-		"prefill_q4": QMatmul{R: 64, K: 2304, N: 2304, WType: gir.Q4_0},
-		"geglu_p_q8": QGeGLU{R: 64, K: 2304, F: 2304, WType: gir.Q8_0},
-		"geglu_p_q4": QGeGLU{R: 64, K: 2304, F: 2304, WType: gir.Q4_0},
+		"prefill_q8": QMatmul{R: 128, K: 2304, N: 2304, WType: gir.Q8_0},
+		"prefill_q4": QMatmul{R: 128, K: 2304, N: 2304, WType: gir.Q4_0},
+		"geglu_p_q8": QGeGLU{R: 128, K: 2304, F: 2304, WType: gir.Q8_0},
+		"geglu_p_q4": QGeGLU{R: 128, K: 2304, F: 2304, WType: gir.Q4_0},
 	}
 )
 
@@ -313,6 +319,9 @@ func getQBenchLib(b *testing.B) *lib {
 			if v := os.Getenv(e); v != "" {
 				fmt.Sscanf(v, "%dx%d", &qPrefillTile[i][0], &qPrefillTile[i][1])
 			}
+		}
+		if os.Getenv("GEMMAC_QPACK") == "0" {
+			packQuantPrefill = false
 		}
 		if os.Getenv("GEMMAC_INT8") == "0" {
 			int8Decode = false

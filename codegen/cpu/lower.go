@@ -17,7 +17,7 @@ import (
 type Options struct {
 	Target  codegen.Target
 	Context int // positions in the KV cache
-	Chunk   int // prefill tokens per call
+	Chunk   int // prefill tokens per call (0: DefaultChunk)
 	// Batch, above 1, adds the batched decode step of up to Batch
 	// sequences (plan.BatchProgram).
 	Batch int

@@ -26,12 +26,16 @@ func buildCommand() Command {
 	}
 }
 
+// cudaChunk is the prefill chunk of CUDA builds, the one their figures in
+// the README were measured with.
+const cudaChunk = 64
+
 func runBuild(env *Env, args []string) error {
 	fs := newFlags(env, "build")
 	dir := fs.String("model", "", "checkpoint directory")
 	target := fs.String("target", "cpu", "cpu (this machine's vector ISA), cpu:NAME with NAME x86-64-v4, x86-64-v3, x86-64 or aarch64, or cuda[:sm_XX] (NVIDIA GPUs, default sm_80)")
 	maxSeq := fs.Int("max-seq", 0, "context length the binary is compiled for (default min(max_position_embeddings, 4096))")
-	chunk := fs.Int("chunk", 64, "prompt tokens per prefill call")
+	chunk := fs.Int("chunk", 0, fmt.Sprintf("prompt tokens per prefill call (default %d on CPUs, %d on CUDA)", cpucodegen.DefaultChunk, cudaChunk))
 	batch := fs.Int("batch", 1, "sequences one batched decode step takes (serve decodes up to this many requests at once); 1: no batched step")
 	dtype := fs.String("dtype", "", "weight dtype of the layers' matrices: f32, bf16, q8_0 or q4_0, converted at build time into BIN.weights (default: as stored)")
 	kvDType := fs.String("kv-dtype", "f32", "KV cache element type: f32, or bf16 (half the memory; keys and values rounded to bfloat16)")
@@ -68,7 +72,7 @@ func runBuild(env *Env, args []string) error {
 	if *batch > 1 && isCUDA {
 		return usageError("--batch is for --target cpu")
 	}
-	if *chunk < 1 {
+	if fs.Changed("chunk") && *chunk < 1 {
 		return usageError("--chunk must be positive")
 	}
 	start := time.Now()
@@ -103,6 +107,9 @@ func runBuild(env *Env, args []string) error {
 		src, err := gobin.SourceRoot()
 		if err != nil {
 			return err
+		}
+		if *chunk == 0 {
+			*chunk = cudaChunk
 		}
 		return buildCUDA(env, ckpt, cudaTarget, context, *chunk, *emit, *out, src, start)
 	}

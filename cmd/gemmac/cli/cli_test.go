@@ -207,6 +207,7 @@ func TestUserErrors(t *testing.T) {
 		{"unknown flag", []string{"bench", "--model", tiny, "--wat"}, 2, "wat"},
 		{"bad preset", []string{"gen-random", "--preset", "7b", "-o", "x"}, 2, "7b"},
 		{"bad sampling", []string{"run", "--model", tiny, "--prompt", "x", "--top-p", "2"}, 2, "TopP is 2"},
+		{"zero chunk", []string{"build", "--model", tiny, "--chunk", "0", "-o", filepath.Join(t.TempDir(), "bin")}, 2, "--chunk must be positive"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 
+	cpucodegen "github.com/gemmac/gemmac/codegen/cpu"
 	"github.com/gemmac/gemmac/frontend"
 	"github.com/gemmac/gemmac/ir"
 	"github.com/gemmac/gemmac/passes"
@@ -25,7 +26,7 @@ func runInspect(env *Env, args []string) error {
 	preset := fs.String("preset", "", "a built-in shape instead of a checkpoint: "+fmt.Sprint(frontend.PresetNames()))
 	which := fs.String("graph", "decode", "which graph to print: prefill, decode, all or none")
 	maxSeq := fs.Int("max-seq", 0, "context length the graphs are built for (default min(max_position_embeddings, 4096))")
-	chunk := fs.Int("chunk", 64, "prefill chunk length")
+	chunk := fs.Int("chunk", cpucodegen.DefaultChunk, "prefill chunk length")
 	everyPass := fs.Bool("passes", false, "print the graph after every pass, not only before and after the pipeline")
 	if err := parse(fs, args); err != nil {
 		return err
