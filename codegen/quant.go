@@ -302,13 +302,11 @@ func (g *gen) qScaledWeights(dt gir.DType, p, boff, d value.Value) []value.Value
 func (g *gen) packWeights(dt gir.DType, ws []value.Value, K int, j value.Value, nc int, k0 value.Value, klen int, wr [][]value.Value) {
 	L := g.L()
 	bb := int64(dt.BlockBytes())
-	rowBytes := int64(K/gir.QK) * bb
-	b0 := g.b.NewUDiv(k0, ci64(gir.QK))
 	for m := range ws {
 		for c := 0; c < nc; c++ {
-			row := g.gep(tI8, ws[m], g.mulc(g.addc(j, int64(c)), rowBytes))
+			row := g.qRowAt(dt, ws[m], K, g.addc(j, int64(c)), k0)
 			g.forRange(ci64(0), ci64(int64(klen/gir.QK)), 1, func(b value.Value) {
-				boff := g.mulc(g.add(b0, b), bb)
+				boff := g.mulc(b, bb)
 				d := g.loadHalfSplatAt(row, boff, L)
 				for i, v := range g.qScaledWeights(dt, row, boff, d) {
 					g.storeVec(v, wr[m][c], g.addc(g.mulc(b, gir.QK), int64(i*L)), nil)
@@ -322,18 +320,22 @@ func (g *gen) packWeights(dt gir.DType, ws []value.Value, K int, j value.Value, 
 // each matrix in ws, stored as dt (one prefetch per cache line; past the
 // last row they are hints that do nothing).
 func (g *gen) prefetchQuantRows(dt gir.DType, ws []value.Value, K int, j value.Value, nc int, k0 value.Value, klen int) {
-	bb := int64(dt.BlockBytes())
-	rowBytes := int64(K/gir.QK) * bb
-	off := g.mulc(g.b.NewUDiv(k0, ci64(gir.QK)), bb)
-	span := int64(klen/gir.QK) * bb
+	span := int64(dt.BytesFor(klen))
 	for _, w := range ws {
 		for c := 0; c < nc; c++ {
-			row := g.gep(tI8, w, g.add(g.mulc(g.addc(j, int64(c)), rowBytes), off))
+			row := g.qRowAt(dt, w, K, g.addc(j, int64(c)), k0)
 			for o := int64(0); o < span; o += 64 {
 				g.prefetch(tI8, row, ci64(o))
 			}
 		}
 	}
+}
+
+// qRowAt points at the block holding element k0 (a whole number of blocks)
+// of row `row` of w, a matrix of K-element rows stored as dt.
+func (g *gen) qRowAt(dt gir.DType, w value.Value, K int, row, k0 value.Value) value.Value {
+	blocks := g.b.NewUDiv(k0, ci64(gir.QK))
+	return g.gep(tI8, w, g.add(g.mulc(row, int64(dt.BytesFor(K))), g.mulc(blocks, int64(dt.BlockBytes()))))
 }
 
 // qdotTile returns d[m][r][c] = Σ_k x[r0+r, k] · w_m[j0+c, k] for an mr×nc
