@@ -361,11 +361,15 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 				}
 			}
 		}
-		if smallBatch(R) {
-			// Every valid row in one tile: one tile per row count.
-			for n := mr; n >= 1; n-- {
-				g.ifThen(g.b.NewICmp(enum.IPredEQ, nvalid, ci64(int64(n))), func() { tile(ci64(0), n) })
+		// oneTile runs the rows [r0, r0+n) as one tile of n rows, for n
+		// (known only at run time) in 1..most: one tile per row count.
+		oneTile := func(r0, n value.Value, most int) {
+			for k := most; k >= 1; k-- {
+				g.ifThen(g.b.NewICmp(enum.IPredEQ, n, ci64(int64(k))), func() { tile(r0, k) })
 			}
+		}
+		if smallBatch(R) {
+			oneTile(ci64(0), nvalid, mr) // every valid row in one tile
 			return
 		}
 		if mr == 1 {
@@ -375,10 +379,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 		r := g.forRange(ci64(0), g.addc(nvalid, -int64(mr-1)), int64(mr), func(r value.Value) { tile(r, mr) })
 		// The rows left over (fewer than mr) share one tile, so their
 		// weight vectors are loaded once, not once per row.
-		left := g.b.NewSub(nvalid, r)
-		for n := mr - 1; n >= 1; n-- {
-			g.ifThen(g.b.NewICmp(enum.IPredEQ, left, ci64(int64(n))), func() { tile(r, n) })
-		}
+		oneTile(r, g.b.NewSub(nvalid, r), mr-1)
 	}
 	columns := func(body func(j value.Value, nc int)) {
 		j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { body(j, nc) })
