@@ -19,14 +19,6 @@ import (
 	cpucodegen "github.com/gemmac/gemmac/codegen/cpu"
 )
 
-// Machine is what one measurement found.
-type Machine struct {
-	Threads  int     `json:"threads"`
-	ReadGBs  float64 `json:"read_gb_s"`   // best of several passes over ReadBytes
-	FMAGFLOP float64 `json:"fma_gflop_s"` // best of several runs
-	Target   string  `json:"target"`
-}
-
 // ReadBytes is the buffer the bandwidth probe streams: eight times the
 // largest last-level cache of a CPU chiplet (32 MiB), so no pass is served
 // from cache, and small enough that keeping it beside a model does not
@@ -34,26 +26,6 @@ type Machine struct {
 const ReadBytes = 256 << 20
 
 const fmaIters = 50000
-
-// Measure compiles the probes (cached in cacheDir) and runs them on
-// threads: the best of five passes of each.
-func Measure(threads int, cacheDir string) (*Machine, error) {
-	p, err := Open(threads, cacheDir)
-	if err != nil {
-		return nil, err
-	}
-	defer p.Close()
-	m := &Machine{Threads: threads, Target: p.target}
-	for pass := 0; pass < 5; pass++ {
-		r, err := p.Read()
-		if err != nil {
-			return nil, err
-		}
-		m.ReadGBs = max(m.ReadGBs, r)
-		m.FMAGFLOP = max(m.FMAGFLOP, p.FMA())
-	}
-	return m, nil
-}
 
 // Probe runs single passes of the probes, so a benchmark can take
 // bandwidth samples between its own timed steps: on a shared machine the
