@@ -83,7 +83,6 @@ func HostTarget() Target {
 	if name == "x86-64-v4" && cpu.X86.HasAVX512VNNI {
 		t.Features += ",+avx512vnni"
 	}
-
 	return t
 }
 

@@ -88,7 +88,8 @@ func (c Conversion) embed() ir.DType {
 // folded into f32 by the compiler).
 func (c Conversion) Target(cfg *Config, name string) (ir.DType, bool) {
 	if name == EmbedName || name == LMHeadName {
-		return c.embed(), c.embed() != 0
+		dt := c.embed()
+		return dt, dt != 0
 	}
 	if c.Layers == 0 || !isProjection(cfg, name) {
 		return 0, false
