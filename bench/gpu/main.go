@@ -46,6 +46,9 @@ var (
 	genN      = flag.Int("gen", 128, "generated tokens for the decode measurement")
 	jsonOut   = flag.String("json", "", "also write the results here")
 	keepPTX   = flag.String("keep", "", "write each model's .ll and .ptx under this directory")
+	roundMMA  = flag.Bool("round-mma", false, "compile the 2B with bf16-rounded activations at the tensor-core matmuls (ptx.Options.RoundMMA)")
+	otherMMA  = flag.Bool("both-mma", true, "also measure the 2B prefill compiled with the other --round-mma setting")
+	skipKern  = flag.Bool("skip-kernels", false, "skip the single-kernel checks")
 )
 
 var testModels = []string{"tiny", "tiny-hot", "tiny-bf16", "gocoder"}
@@ -102,13 +105,14 @@ func main() {
 
 // Results is what the command reports.
 type Results struct {
-	Device    string   `json:"device"`
-	Checks    []Check  `json:"checks"`
-	Failures  int      `json:"failures"`
-	Bench     *Bench   `json:"bench,omitempty"`
-	Error     string   `json:"error,omitempty"`
-	Timings   []Timing `json:"timings,omitempty"`
-	GraphNote string   `json:"graph_note,omitempty"`
+	Device    string        `json:"device"`
+	Checks    []Check       `json:"checks"`
+	Kernels   []KernelCheck `json:"kernels,omitempty"`
+	Failures  int           `json:"failures"`
+	Bench     *Bench        `json:"bench,omitempty"`
+	Error     string        `json:"error,omitempty"`
+	Timings   []Timing      `json:"timings,omitempty"`
+	GraphNote string        `json:"graph_note,omitempty"`
 	started   time.Time
 }
 
@@ -136,6 +140,9 @@ type Bench struct {
 	DecodeTokSNoGraphs float64           `json:"decode_tok_s_no_graphs"`
 	DecodeLogitsTokS   float64           `json:"decode_logits_tok_s"`
 	DecodeProfile      []cuda.KernelTime `json:"decode_profile,omitempty"`
+	PrefillProfile     []cuda.KernelTime `json:"prefill_profile,omitempty"`
+	RoundMMA           bool              `json:"round_mma"`
+	OtherPrefillTokS   float64           `json:"other_mma_prefill_tok_s,omitempty"`
 	WeightBytes        int64             `json:"weight_bytes_per_token"`
 	CopyBandwidth      float64           `json:"copy_bandwidth_bytes_s"`
 	Roofline           float64           `json:"decode_roofline_fraction"`
@@ -160,8 +167,25 @@ func run(res *Results) error {
 		return err
 	}
 	res.Device = dev.String()
-	dev.Close()
 	fmt.Println("device:", res.Device)
+	if !*skipKern {
+		t := time.Now()
+		fmt.Println("\n| kernel (alone, random inputs) | rel err | tolerance | ms | TFLOP/s | pass |")
+		fmt.Println("| --- | --- | --- | --- | --- | --- |")
+		ks, err := checkKernels(dev)
+		if err != nil {
+			fmt.Println("kernel checks:", err)
+			res.Failures++
+		}
+		for _, k := range ks {
+			if !k.Pass {
+				res.Failures++
+			}
+		}
+		res.Kernels = ks
+		res.phase("kernel checks", t)
+	}
+	dev.Close()
 
 	fmt.Println("\n| model | dtype | max rel err | tolerance | greedy (graphs, no graphs) | result |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- |")
@@ -381,18 +405,18 @@ func preset2B() (*frontend.Config, map[string]ir.DType, error) {
 	return cfg, dt, nil
 }
 
-func compile2B() (*ptx.Compiled, error) {
+func compile2B(round bool) (*ptx.Compiled, error) {
 	cfg, dt, err := preset2B()
 	if err != nil {
 		return nil, err
 	}
-	c, err := ptx.Build(cfg, dt, ptx.Options{Context: *context2b, Chunk: *chunk2b})
+	c, err := ptx.Build(cfg, dt, ptx.Options{Context: *context2b, Chunk: *chunk2b, RoundMMA: round})
 	if err != nil {
 		return nil, err
 	}
 	keep := ""
 	if *keepPTX != "" {
-		keep = filepath.Join(*keepPTX, "2b-bf16")
+		keep = filepath.Join(*keepPTX, fmt.Sprintf("2b-bf16-round%v", round))
 	}
 	return c, c.EmitPTX(*ptxCache, keep)
 }
@@ -411,7 +435,7 @@ func bench2B(res *Results) (*Bench, error) {
 		res.phase("generate 2B", t)
 	}
 	t = time.Now()
-	comp, err := compile2B()
+	comp, err := compile2B(*roundMMA)
 	if err != nil {
 		return nil, err
 	}
@@ -428,7 +452,7 @@ func bench2B(res *Results) (*Bench, error) {
 	}
 	defer eng.Close()
 	res.phase("load 2B (JIT + upload)", t)
-	b := &Bench{Model: "2b bf16 (random)", Context: *context2b, PrefillTokens: *prefillN, DecodeTokens: *genN}
+	b := &Bench{Model: "2b bf16 (random)", Context: *context2b, PrefillTokens: *prefillN, DecodeTokens: *genN, RoundMMA: *roundMMA}
 	for _, w := range comp.Artifact.Weights {
 		if w.Derived != nil {
 			b.WeightBytes += int64(ir.Shape(w.Shape).Elems() * 4)
@@ -454,20 +478,28 @@ func bench2B(res *Results) (*Bench, error) {
 		prompt[i] = int32(rng.IntN(ckpt.Config.VocabSize))
 	}
 	t = time.Now()
-	best := math.Inf(1)
-	var logits []float32
-	for i := 0; i < 4; i++ { // the first run includes one-off costs
-		s := time.Now()
-		if logits, err = st.Forward(prompt, 0, false); err != nil {
-			return b, fmt.Errorf("prefill: %w", err)
-		}
-		if i > 0 {
-			best = min(best, time.Since(s).Seconds())
-		}
+	logits, best, err := timePrefill(st, prompt)
+	if err != nil {
+		return b, err
 	}
 	b.PrefillSeconds = best
 	b.PrefillTokS = float64(*prefillN) / best
 	res.phase("prefill", t)
+	if prof, err := st.Profile("prefill", prompt[:min(len(prompt), comp.Artifact.Programs["prefill"].Tokens)], 0); err == nil {
+		b.PrefillProfile = prof
+		printProfile("prefill kernel (one chunk)", prof)
+	} else {
+		fmt.Println("prefill profile:", err)
+	}
+	if *otherMMA {
+		t = time.Now()
+		if tps, err := otherPrefill(ckpt, prompt); err == nil {
+			b.OtherPrefillTokS = tps
+		} else {
+			fmt.Println("prefill with the other MMA rounding:", err)
+		}
+		res.phase(fmt.Sprintf("prefill (round-mma=%v)", !*roundMMA), t)
+	}
 	first := argmax(logits)
 	for _, graphs := range []bool{true, false} {
 		t = time.Now()
@@ -506,10 +538,7 @@ func bench2B(res *Results) (*Bench, error) {
 	// launches; the figures for the next round of tuning).
 	if prof, err := st.ProfileDecode(first, *prefillN); err == nil {
 		b.DecodeProfile = prof
-		fmt.Println("\n| decode kernel (one step) | calls | ms |\n| --- | --- | --- |")
-		for _, k := range prof {
-			fmt.Printf("| %s | %d | %.3f |\n", k.Kernel, k.Calls, k.Ms)
-		}
+		printProfile("decode kernel (one step)", prof)
 	} else {
 		fmt.Println("decode profile:", err)
 	}
@@ -524,11 +553,65 @@ func bench2B(res *Results) (*Bench, error) {
 	return b, nil
 }
 
+// timePrefill returns the last chunk's logits and the best of three timed
+// prefills after an untimed one (which includes one-off costs).
+func timePrefill(st *cuda.State, prompt []int32) ([]float32, float64, error) {
+	best := math.Inf(1)
+	var logits []float32
+	for i := 0; i < 4; i++ {
+		s := time.Now()
+		var err error
+		if logits, err = st.Forward(prompt, 0, false); err != nil {
+			return nil, 0, fmt.Errorf("prefill: %w", err)
+		}
+		if i > 0 {
+			best = min(best, time.Since(s).Seconds())
+		}
+	}
+	return logits, best, nil
+}
+
+// otherPrefill measures the prefill compiled with the other RoundMMA
+// setting, on a second engine.
+func otherPrefill(ckpt *frontend.Checkpoint, prompt []int32) (float64, error) {
+	comp, err := compile2B(!*roundMMA)
+	if err != nil {
+		return 0, err
+	}
+	eng, err := cuda.New(comp, ckpt, cuda.Options{})
+	if err != nil {
+		return 0, err
+	}
+	defer eng.Close()
+	st, err := eng.NewGPUState()
+	if err != nil {
+		return 0, err
+	}
+	_, best, err := timePrefill(st, prompt)
+	if err != nil {
+		return 0, err
+	}
+	return float64(len(prompt)) / best, nil
+}
+
+func printProfile(title string, prof []cuda.KernelTime) {
+	fmt.Printf("\n| %s | calls | ms |\n| --- | --- | --- |\n", title)
+	var total float64
+	for _, k := range prof {
+		fmt.Printf("| %s | %d | %.3f |\n", k.Kernel, k.Calls, k.Ms)
+		total += k.Ms
+	}
+	fmt.Printf("| total | | %.3f |\n", total)
+}
+
 func printBench(b *Bench) {
 	fmt.Println()
 	fmt.Println("| metric | gemmac cuda |")
 	fmt.Println("| --- | --- |")
-	fmt.Printf("| prefill %d tokens | %.1f ms (%.0f tok/s) |\n", b.PrefillTokens, b.PrefillSeconds*1e3, b.PrefillTokS)
+	fmt.Printf("| prefill %d tokens (round-mma=%v) | %.1f ms (%.0f tok/s) |\n", b.PrefillTokens, b.RoundMMA, b.PrefillSeconds*1e3, b.PrefillTokS)
+	if b.OtherPrefillTokS > 0 {
+		fmt.Printf("| prefill %d tokens (round-mma=%v) | %.0f tok/s |\n", b.PrefillTokens, !b.RoundMMA, b.OtherPrefillTokS)
+	}
 	fmt.Printf("| decode, CUDA graphs (greedy on GPU) | %.1f tok/s |\n", b.DecodeTokS)
 	fmt.Printf("| decode, no graphs | %.1f tok/s |\n", b.DecodeTokSNoGraphs)
 	fmt.Printf("| decode, logits to host | %.1f tok/s |\n", b.DecodeLogitsTokS)
@@ -563,11 +646,20 @@ func doPrepare() error {
 			return err
 		}
 	}
-	comp, err := compile2B()
+	for _, round := range []bool{false, true} {
+		comp, err := compile2B(round)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("2b bf16 (round-mma=%v): %d kernels, %d bytes of PTX\n", round, len(comp.Entries), len(comp.PTX))
+	}
+	m, err := mmaModule()
 	if err != nil {
 		return err
 	}
-	fmt.Printf("2b bf16: %d kernels, %d bytes of PTX\n", len(comp.Entries), len(comp.PTX))
+	if _, err := m.PTX(*ptxCache); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -23,53 +23,63 @@ func (t Target) LLCFlags() []string {
 // CacheKey names the PTX of an IR text for a target: the same IR and flags
 // always give the same PTX, so a machine without LLVM (a GPU box) can use
 // PTX compiled elsewhere.
-func (c *Compiled) CacheKey(ll string) string {
+func (t Target) CacheKey(ll string) string {
 	h := sha256.New()
-	h.Write([]byte(strings.Join(c.Module.Target.LLCFlags(), " ")))
+	h.Write([]byte(strings.Join(t.LLCFlags(), " ")))
 	h.Write([]byte{0})
 	h.Write([]byte(ll))
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
-// ErrNoPTX is returned by EmitPTX when neither llc nor the cache has the PTX.
+// ErrNoPTX is returned when neither llc nor the cache has the PTX.
 var ErrNoPTX = errors.New("no PTX: LLVM 14's llc is not installed and the PTX cache has no entry for this model")
 
-// EmitPTX compiles the module to PTX with llc-14 (NVPTX backend), or takes
-// it from cacheDir when an earlier run left it there; when cacheDir is not
-// empty, fresh PTX is stored in it. keepDir, when not empty, receives the
-// .ll and .ptx files.
+// EmitPTX compiles the module to PTX (Module.PTX) and keeps it in c.PTX;
+// keepDir, when not empty, receives the .ll and .ptx files.
 func (c *Compiled) EmitPTX(cacheDir, keepDir string) error {
 	ll := c.Module.String()
-	key := c.CacheKey(ll)
+	ptx, err := c.Module.compile(ll, cacheDir)
+	if err != nil {
+		return err
+	}
+	c.PTX = ptx
+	return c.keep(keepDir, ll)
+}
+
+// PTX compiles the module with llc-14 (NVPTX backend), or takes the PTX
+// from cacheDir when an earlier run left it there; when cacheDir is not
+// empty, fresh PTX is stored in it.
+func (m *Module) PTX(cacheDir string) (string, error) { return m.compile(m.String(), cacheDir) }
+
+func (m *Module) compile(ll, cacheDir string) (string, error) {
+	key := m.Target.CacheKey(ll)
 	cached := ""
 	if cacheDir != "" {
 		cached = filepath.Join(cacheDir, key+".ptx")
 		if data, err := os.ReadFile(cached); err == nil {
-			c.PTX = string(data)
-			return c.keep(keepDir, ll)
+			return string(data), nil
 		}
 	}
 	tc, err := codegen.FindToolchain()
 	if err != nil {
 		if cacheDir != "" {
-			return fmt.Errorf("%w (%s not in %s): %v", ErrNoPTX, key, cacheDir, err)
+			return "", fmt.Errorf("%w (%s not in %s): %v", ErrNoPTX, key, cacheDir, err)
 		}
-		return err
+		return "", err
 	}
-	ptx, err := RunLLC(tc.Llc, c.Module.Target, ll)
+	ptx, err := RunLLC(tc.Llc, m.Target, ll)
 	if err != nil {
-		return err
+		return "", err
 	}
-	c.PTX = ptx
 	if cached != "" {
 		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-			return err
+			return "", err
 		}
 		if err := os.WriteFile(cached, []byte(ptx), 0o644); err != nil {
-			return err
+			return "", err
 		}
 	}
-	return c.keep(keepDir, ll)
+	return ptx, nil
 }
 
 func (c *Compiled) keep(dir, ll string) error {

@@ -54,6 +54,10 @@ type Options struct {
 	Target  Target
 	Context int // positions in the KV cache
 	Chunk   int // prefill tokens per call (0: 256)
+	// RoundMMA rounds the activations to bf16 at the tensor-core matmuls,
+	// as bf16 engines do, instead of splitting each into hi + lo parts:
+	// half the tensor work, ~1e-3 relative error instead of ~1e-5.
+	RoundMMA bool
 }
 
 // Sampler is the on-GPU greedy step: the argmax kernel over the decode
@@ -71,6 +75,7 @@ type Compiled struct {
 	// Launches parallels each program's Steps.
 	Launches map[string][]Launch
 	Argmax   Sampler
+	Sample   Sampler // temperature, top-k, top-p, min-p (sample.go)
 	Entries  []Entry
 	Module   *Module
 	// PTX is set by EmitPTX (or LoadPTX).
@@ -91,7 +96,7 @@ func Build(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options) (*Com
 	}
 	mod := NewModule(opts.Target)
 	c := &Compiled{Artifact: art, Launches: map[string][]Launch{}, Module: mod}
-	l := &lowering{c: c, mod: mod, weights: codegen.NewWeightTable(art)}
+	l := &lowering{c: c, mod: mod, weights: codegen.NewWeightTable(art), exactMMA: !opts.RoundMMA}
 	for _, e := range codegen.Entries {
 		g, err := codegen.EntryGraph(e, cfg, dtypes, opts.Context, opts.Chunk, ir.F32)
 		if err != nil {
@@ -113,6 +118,9 @@ func Build(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options) (*Com
 	}
 	c.Argmax = Sampler{Kernel: ki, Launch: am.Launch(), Args: []plan.Arg{
 		{Kind: plan.ArgArena, Offset: dec.Output.Offset}, {Kind: plan.ArgTokens}, scalars}}
+	if c.Sample, err = addSample(mod, art.Programs); err != nil {
+		return nil, err
+	}
 	for _, s := range mod.Specs() {
 		art.Kernels = append(art.Kernels, s.Name())
 	}
@@ -142,6 +150,9 @@ func (c *Compiled) Check() error {
 	if c.Argmax.Kernel < 0 || c.Argmax.Kernel >= len(c.Entries) || len(c.Argmax.Args) != c.Entries[c.Argmax.Kernel].Params {
 		return fmt.Errorf("argmax sampler does not match its kernel")
 	}
+	if !c.Sample.matches(c.Entries) {
+		return fmt.Errorf("sampler does not match its kernel")
+	}
 	return nil
 }
 
@@ -162,7 +173,9 @@ type lowering struct {
 	lastUse map[int]int
 	// qkvBusy is the last index reading the projection scratch.
 	qkvBusy int
-	skip    map[int]bool
+	// exactMMA splits activations into bf16 hi + lo parts (Options.RoundMMA).
+	exactMMA bool
+	skip     map[int]bool
 }
 
 type scratchRegion struct{ off, size int64 }
@@ -385,9 +398,9 @@ func (l *lowering) call(spec Spec, label string, args ...plan.Arg) error {
 	return nil
 }
 
-func matmulSpec(r, k, n int, wt ir.DType, softcap float64, geglu bool) Spec {
+func (l *lowering) matmulSpec(r, k, n int, wt ir.DType, softcap float64, geglu bool) Spec {
 	if UseMMA(r, k, n, wt) {
-		return MMA{R: r, K: k, N: n, Softcap: softcap, GeGLU: geglu}
+		return MMA{R: r, K: k, N: n, Softcap: softcap, GeGLU: geglu, Exact: l.exactMMA}
 	}
 	return Matvec{R: r, K: k, N: n, WType: wt, Softcap: softcap, GeGLU: geglu}
 }
@@ -412,11 +425,17 @@ func (l *lowering) lower(v *ir.Value) error {
 		if m, ok := v.Aux.(ir.MatMul); ok {
 			softcap = float64(m.Softcap)
 		}
-		spec := matmulSpec(v.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0], w.DType, softcap, false)
+		spec := l.matmulSpec(v.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0], w.DType, softcap, false)
+		if err := mmaAligned(spec, out, a(0)); err != nil {
+			return err
+		}
 		return l.call(spec, v.Name, out, a(0), a(1), scalars)
 	case ir.OpGeGLU:
 		w := v.Args[1]
-		spec := matmulSpec(v.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0], w.DType, 0, true)
+		spec := l.matmulSpec(v.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0], w.DType, 0, true)
+		if err := mmaAligned(spec, out, a(0)); err != nil {
+			return err
+		}
 		return l.call(spec, v.Name, out, a(0), a(1), a(2), scalars)
 	case ir.OpRMSNorm:
 		norm := v.Aux.(ir.RMSNorm)
@@ -470,6 +489,18 @@ func (l *lowering) lower(v *ir.Value) error {
 		return l.call(Elementwise{N: v.Shape.Elems(), Op: OpGelu}, v.Name, out, a(0))
 	}
 	return fmt.Errorf("the PTX code generator has no lowering for %v", v.Op)
+}
+
+// mmaAligned checks that a tensor-core matmul's activations start 16-byte
+// aligned (cp.async copies 16 bytes) and its output 8-byte aligned.
+func mmaAligned(spec Spec, out, x plan.Arg) error {
+	if _, ok := spec.(MMA); !ok {
+		return nil
+	}
+	if x.Kind == plan.ArgArena && x.Offset%16 != 0 || out.Kind == plan.ArgArena && out.Offset%8 != 0 {
+		return fmt.Errorf("%s: arena offsets %d (x) and %d (out) are not 16- and 8-byte aligned", spec.Name(), x.Offset, out.Offset)
+	}
+	return nil
 }
 
 // vecAligned checks that the rows the norm kernels read and write with

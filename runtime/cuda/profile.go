@@ -18,6 +18,12 @@ type KernelTime struct {
 // launch and returns the time per kernel, most expensive first. The cache
 // is written as by a real step.
 func (s *State) ProfileDecode(token int32, pos int) ([]KernelTime, error) {
+	return s.Profile("decode", []int32{token}, pos)
+}
+
+// Profile runs one call of program name (decode, prefill, prefill_all) on
+// tokens at pos as ProfileDecode does.
+func (s *State) Profile(name string, tokens []int32, pos int) ([]KernelTime, error) {
 	e := s.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -26,8 +32,11 @@ func (s *State) ProfileDecode(token int32, pos int) ([]KernelTime, error) {
 	if err := e.dev.bind(); err != nil {
 		return nil, err
 	}
-	p := e.c.Artifact.Programs["decode"]
-	if err := s.setInput(p, []int32{token}, pos); err != nil {
+	p := e.c.Artifact.Programs[name]
+	if p == nil {
+		return nil, fmt.Errorf("the model has no %s program", name)
+	}
+	if err := s.setInput(p, tokens, pos); err != nil {
 		return nil, err
 	}
 	d := e.dev.d
@@ -40,10 +49,10 @@ func (s *State) ProfileDecode(token int32, pos int) ([]KernelTime, error) {
 	}
 	d.call("cuEventRecord", events[0], e.stream)
 	for i, st := range p.Steps {
-		l := e.c.Launches["decode"][i]
-		prm := s.params["decode"][i]
+		l := e.c.Launches[name][i]
+		prm := s.params[name][i]
 		if err := e.dev.launch(e.funcs[st.Kernel], l.Grid, l.Block, l.Shared, e.stream, unsafe.Pointer(&prm[0])); err != nil {
-			return nil, fmt.Errorf("decode step %d: %w", i, err)
+			return nil, fmt.Errorf("%s step %d: %w", name, i, err)
 		}
 		d.call("cuEventRecord", events[i+1], e.stream)
 	}

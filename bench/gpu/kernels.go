@@ -1,0 +1,232 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"unsafe"
+
+	"github.com/gemmac/gemmac/codegen/ptx"
+	"github.com/gemmac/gemmac/runtime/cuda"
+)
+
+// KernelCheck is one kernel run alone on random inputs against a float64
+// host reference, and timed.
+type KernelCheck struct {
+	Kernel string  `json:"kernel"`
+	RelErr float64 `json:"rel_err"`
+	Tol    float64 `json:"tolerance"`
+	Pass   bool    `json:"pass"`
+	Ms     float64 `json:"ms,omitempty"`
+	TFLOPs float64 `json:"tflop_s,omitempty"`
+	Error  string  `json:"error,omitempty"`
+}
+
+// mmaCase is a tensor-core matmul with the rows it is told are valid.
+type mmaCase struct {
+	spec   ptx.MMA
+	nvalid int
+	timed  bool
+}
+
+// mmaCases cover the 2B prefill shapes (timed, both rounding modes) and
+// ragged edges: rows past n_valid, a last row block and column block that
+// are partly outside R and N, both block heights.
+func mmaCases() []mmaCase {
+	var cs []mmaCase
+	for _, exact := range []bool{true, false} {
+		cs = append(cs,
+			mmaCase{ptx.MMA{R: 512, K: 2304, N: 2048, Exact: exact}, 512, true},
+			mmaCase{ptx.MMA{R: 512, K: 2304, N: 9216, GeGLU: true, Exact: exact}, 512, true},
+			mmaCase{ptx.MMA{R: 512, K: 9216, N: 2304, Exact: exact}, 512, true},
+			mmaCase{ptx.MMA{R: 512, K: 2304, N: 32768, Softcap: 30, Exact: exact}, 512, true},
+			mmaCase{ptx.MMA{R: 40, K: 64, N: 72, Exact: exact}, 37, false},
+			mmaCase{ptx.MMA{R: 200, K: 128, N: 8192, Exact: exact}, 190, false},
+			mmaCase{ptx.MMA{R: 50, K: 48, N: 24, GeGLU: true, Exact: exact}, 45, false},
+		)
+	}
+	return cs
+}
+
+func mmaModule() (*ptx.Module, error) {
+	m := ptx.NewModule(ptx.DefaultTarget)
+	for _, c := range mmaCases() {
+		if _, err := m.Add(c.spec); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// checkKernels runs every mmaCase on the device.
+func checkKernels(dv *cuda.Device) ([]KernelCheck, error) {
+	m, err := mmaModule()
+	if err != nil {
+		return nil, err
+	}
+	src, err := m.PTX(*ptxCache)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := dv.LoadKernels(src)
+	if err != nil {
+		return nil, err
+	}
+	defer ks.Close()
+	var out []KernelCheck
+	for _, c := range mmaCases() {
+		r := runMMA(ks, dv, c)
+		fmt.Printf("| %s | %.2g | %.0e | %.3f | %.1f | %v %s |\n", r.Kernel, r.RelErr, r.Tol, r.Ms, r.TFLOPs, r.Pass, r.Error)
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func runMMA(ks *cuda.Kernels, dv *cuda.Device, c mmaCase) (res KernelCheck) {
+	s := c.spec
+	res.Kernel, res.Tol = s.Name(), 1e-4
+	fail := func(err error) KernelCheck {
+		res.Error = err.Error()
+		return res
+	}
+	rng := rand.New(rand.NewPCG(uint64(s.R*7+s.N), uint64(s.K)))
+	nw := 1
+	if s.GeGLU {
+		nw = 2
+	}
+	x := make([]float32, s.R*s.K)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	ws := make([][]uint16, nw)
+	for i := range ws {
+		ws[i] = make([]uint16, s.N*s.K)
+		for j := range ws[i] {
+			ws[i][j] = uint16(math.Float32bits(float32(rng.NormFloat64()*0.05)) >> 16)
+		}
+	}
+	var bufs []*cuda.Buffer
+	defer func() {
+		for _, b := range bufs {
+			b.Free()
+		}
+	}()
+	upload := func(data []byte) (*cuda.Buffer, error) {
+		b, err := dv.NewBuffer(int64(len(data)))
+		if err != nil {
+			return nil, err
+		}
+		bufs = append(bufs, b)
+		return b, b.Write(data)
+	}
+	poison := make([]byte, s.R*s.N*4)
+	for i := range poison {
+		poison[i] = 0xff // NaN: rows the kernel must not write stay so
+	}
+	outB, err := upload(poison)
+	if err != nil {
+		return fail(err)
+	}
+	args := []*cuda.Buffer{outB}
+	xB, err := upload(bytesOf(x))
+	if err != nil {
+		return fail(err)
+	}
+	args = append(args, xB)
+	for _, w := range ws {
+		b, err := upload(bytesOf(w))
+		if err != nil {
+			return fail(err)
+		}
+		args = append(args, b)
+	}
+	sc, err := upload(bytesOf([]int64{0, int64(c.nvalid)}))
+	if err != nil {
+		return fail(err)
+	}
+	args = append(args, sc)
+	l := s.Launch()
+	reps := 0
+	if c.timed {
+		reps = 20
+	}
+	secs, err := ks.Launch(s.Name(), l.Grid, l.Block, l.Shared, reps, args...)
+	if err != nil {
+		return fail(err)
+	}
+	if c.timed {
+		res.Ms = secs * 1e3
+		res.TFLOPs = 2 * float64(s.R) * float64(s.K) * float64(s.N) * float64(nw) / secs / 1e12
+	}
+	got := make([]float32, s.R*s.N)
+	if err := outB.Read(bytesOf(got)); err != nil {
+		return fail(err)
+	}
+	// The reference sees x as the kernel multiplies it: rounded to bf16
+	// unless Exact (then the hi+lo split keeps ~16 bits, inside tolerance).
+	xr := x
+	if !s.Exact {
+		xr = make([]float32, len(x))
+		for i, v := range x {
+			xr[i] = roundBF16(v)
+		}
+	}
+	rows := []int{0, c.nvalid - 1, rng.IntN(c.nvalid), rng.IntN(c.nvalid)}
+	colStep := 1
+	if s.N > 10000 {
+		colStep = 13
+	}
+	var maxErr, maxRef float64
+	for _, r := range rows {
+		for n := 0; n < s.N; n += colStep {
+			dot := func(w []uint16) float64 {
+				var acc float64
+				for k := 0; k < s.K; k++ {
+					acc += float64(xr[r*s.K+k]) * float64(math.Float32frombits(uint32(w[n*s.K+k])<<16))
+				}
+				return acc
+			}
+			y := dot(ws[0])
+			if s.GeGLU {
+				y = geluTanh(y) * dot(ws[1])
+			}
+			if s.Softcap != 0 {
+				y = s.Softcap * math.Tanh(y/s.Softcap)
+			}
+			d := math.Abs(float64(got[r*s.N+n]) - y)
+			if d > maxErr || d != d {
+				maxErr = d
+			}
+			maxRef = max(maxRef, math.Abs(y))
+		}
+	}
+	res.RelErr = maxErr / max(maxRef, 1e-30)
+	res.Pass = res.RelErr < res.Tol
+	for r := c.nvalid; r < s.R && res.Pass; r++ {
+		for n := 0; n < s.N; n += 97 {
+			if v := got[r*s.N+n]; v == v {
+				res.Pass = false
+				res.Error = fmt.Sprintf("row %d ≥ n_valid %d was written", r, c.nvalid)
+				break
+			}
+		}
+	}
+	return res
+}
+
+func roundBF16(v float32) float32 {
+	b := math.Float32bits(v)
+	b += 0x7fff + (b>>16)&1
+	return math.Float32frombits(b &^ 0xffff)
+}
+
+func geluTanh(x float64) float64 {
+	return 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))
+}
+
+func bytesOf[T any](s []T) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0])))
+}

@@ -1,0 +1,161 @@
+package cuda
+
+import (
+	"fmt"
+	"runtime"
+	"unsafe"
+)
+
+// Kernels is a PTX module loaded for launching its kernels one by one, on
+// buffers the caller fills: the GPU checks of single kernels against a
+// host reference (bench/gpu) use it. The engine does not.
+type Kernels struct {
+	dv     *Device
+	mod    uintptr
+	stream uintptr
+	funcs  map[string]uintptr
+	// JITLog is the driver's JIT info log (registers, spills).
+	JITLog string
+}
+
+// Buffer is device memory of a known size.
+type Buffer struct {
+	dv    *Device
+	ptr   devptr
+	Bytes int64
+}
+
+// with runs f on a locked OS thread with the device's context bound.
+func (dv *Device) with(f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := dv.bind(); err != nil {
+		return err
+	}
+	return f()
+}
+
+// LoadKernels JIT-compiles PTX for this device.
+func (dv *Device) LoadKernels(ptx string) (*Kernels, error) {
+	k := &Kernels{dv: dv, funcs: map[string]uintptr{}}
+	err := dv.with(func() error {
+		var err error
+		if k.mod, k.JITLog, err = dv.module(ptx); err != nil {
+			return err
+		}
+		k.stream, err = dv.newStream()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Close unloads the module.
+func (k *Kernels) Close() error {
+	return k.dv.with(func() error {
+		k.dv.d.call("cuStreamDestroy_v2", k.stream)
+		return k.dv.d.check("cuModuleUnload", k.dv.d.call("cuModuleUnload", k.mod))
+	})
+}
+
+// NewBuffer allocates n bytes on the device.
+func (dv *Device) NewBuffer(n int64) (*Buffer, error) {
+	b := &Buffer{dv: dv, Bytes: n}
+	err := dv.with(func() error {
+		var err error
+		b.ptr, err = dv.alloc(n)
+		return err
+	})
+	return b, err
+}
+
+// Write copies src to the start of the buffer.
+func (b *Buffer) Write(src []byte) error {
+	if int64(len(src)) > b.Bytes {
+		return fmt.Errorf("cuda: writing %d bytes to a buffer of %d", len(src), b.Bytes)
+	}
+	if len(src) == 0 {
+		return nil
+	}
+	return b.dv.with(func() error { return b.dv.htod(b.ptr, unsafe.Pointer(&src[0]), int64(len(src))) })
+}
+
+// Read copies the start of the buffer to dst.
+func (b *Buffer) Read(dst []byte) error {
+	if int64(len(dst)) > b.Bytes {
+		return fmt.Errorf("cuda: reading %d bytes from a buffer of %d", len(dst), b.Bytes)
+	}
+	if len(dst) == 0 {
+		return nil
+	}
+	return b.dv.with(func() error { return b.dv.dtoh(unsafe.Pointer(&dst[0]), b.ptr, int64(len(dst))) })
+}
+
+// Free releases the buffer.
+func (b *Buffer) Free() error { return b.dv.with(func() error { return b.dv.free(b.ptr) }) }
+
+// Launch runs kernel name once with one buffer per parameter and waits
+// for it. Launch times the same launch reps times (after one untimed run)
+// when reps > 0 and returns the mean seconds per launch.
+func (k *Kernels) Launch(name string, grid, block [3]uint32, shared uint32, reps int, bufs ...*Buffer) (float64, error) {
+	var secs float64
+	err := k.dv.with(func() error {
+		f, ok := k.funcs[name]
+		if !ok {
+			var err error
+			if f, err = k.dv.function(k.mod, name); err != nil {
+				return err
+			}
+			k.funcs[name] = f
+		}
+		ptrs := make([]devptr, len(bufs))
+		params := make([]unsafe.Pointer, len(bufs))
+		for i, b := range bufs {
+			ptrs[i] = b.ptr
+			params[i] = unsafe.Pointer(&ptrs[i])
+		}
+		defer runtime.KeepAlive(ptrs)
+		run := func() error {
+			if len(params) == 0 {
+				return k.dv.launch(f, grid, block, shared, k.stream, nil)
+			}
+			return k.dv.launch(f, grid, block, shared, k.stream, unsafe.Pointer(&params[0]))
+		}
+		if err := run(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if err := k.dv.sync(k.stream); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if reps <= 0 {
+			return nil
+		}
+		d := k.dv.d
+		var e0, e1 uintptr
+		for _, e := range []*uintptr{&e0, &e1} {
+			if err := d.check("cuEventCreate", d.call("cuEventCreate", uintptr(unsafe.Pointer(e)), 0)); err != nil {
+				return err
+			}
+			defer d.call("cuEventDestroy_v2", *e)
+		}
+		d.call("cuEventRecord", e0, k.stream)
+		for i := 0; i < reps; i++ {
+			if err := run(); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		d.call("cuEventRecord", e1, k.stream)
+		if err := d.check("cuEventSynchronize", d.call("cuEventSynchronize", e1)); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		var ms float32
+		if err := d.check("cuEventElapsedTime", d.call("cuEventElapsedTime", uintptr(unsafe.Pointer(&ms)), e0, e1)); err != nil {
+			return err
+		}
+		secs = float64(ms) / 1e3 / float64(reps)
+		return nil
+	})
+	return secs, err
+}
