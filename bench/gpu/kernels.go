@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/gemmac/gemmac/codegen/ptx"
+	"github.com/gemmac/gemmac/ir"
 	"github.com/gemmac/gemmac/runtime/cuda"
 )
 
@@ -37,6 +38,8 @@ func mmaCases() []mmaCase {
 	for _, exact := range []bool{true, false} {
 		cs = append(cs,
 			mmaCase{ptx.MMA{R: 512, K: 2304, N: 2048, Exact: exact}, 512, true},
+			mmaCase{ptx.MMA{R: 512, K: 2304, N: 4096, Split: []int{2048, 1024, 1024}, Exact: exact}, 512, true},
+			mmaCase{ptx.MMA{R: 40, K: 64, N: 192, Split: []int{64, 128}, Exact: exact}, 37, false},
 			mmaCase{ptx.MMA{R: 512, K: 2304, N: 9216, GeGLU: true, Exact: exact}, 512, true},
 			mmaCase{ptx.MMA{R: 512, K: 9216, N: 2304, Exact: exact}, 512, true},
 			mmaCase{ptx.MMA{R: 512, K: 2304, N: 32768, Softcap: 30, Exact: exact}, 512, true},
@@ -94,13 +97,23 @@ func runMMA(ks *cuda.Kernels, dv *cuda.Device, c mmaCase) (res KernelCheck) {
 	if s.GeGLU {
 		nw = 2
 	}
+	// parts are the outputs: one of N columns, or one per Split part, each
+	// with its own weight matrix.
+	parts := []int{s.N}
+	if len(s.Split) > 0 {
+		parts, nw = s.Split, len(s.Split)
+	}
 	x := make([]float32, s.R*s.K)
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
 	}
 	ws := make([][]uint16, nw)
 	for i := range ws {
-		ws[i] = make([]uint16, s.N*s.K)
+		n := s.N
+		if len(s.Split) > 0 {
+			n = s.Split[i]
+		}
+		ws[i] = make([]uint16, n*s.K)
 		for j := range ws[i] {
 			ws[i][j] = uint16(math.Float32bits(float32(rng.NormFloat64()*0.05)) >> 16)
 		}
@@ -119,15 +132,19 @@ func runMMA(ks *cuda.Kernels, dv *cuda.Device, c mmaCase) (res KernelCheck) {
 		bufs = append(bufs, b)
 		return b, b.Write(data)
 	}
-	poison := make([]byte, s.R*s.N*4)
-	for i := range poison {
-		poison[i] = 0xff // NaN: rows the kernel must not write stay so
+	var args, outs []*cuda.Buffer
+	for _, n := range parts {
+		poison := make([]byte, s.R*n*4)
+		for i := range poison {
+			poison[i] = 0xff // NaN: rows the kernel must not write stay so
+		}
+		b, err := upload(poison)
+		if err != nil {
+			return fail(err)
+		}
+		outs = append(outs, b)
 	}
-	outB, err := upload(poison)
-	if err != nil {
-		return fail(err)
-	}
-	args := []*cuda.Buffer{outB}
+	args = append(args, outs...)
 	xB, err := upload(bytesOf(x))
 	if err != nil {
 		return fail(err)
@@ -156,11 +173,18 @@ func runMMA(ks *cuda.Kernels, dv *cuda.Device, c mmaCase) (res KernelCheck) {
 	}
 	if c.timed {
 		res.Ms = secs * 1e3
-		res.TFLOPs = 2 * float64(s.R) * float64(s.K) * float64(s.N) * float64(nw) / secs / 1e12
+		flops := 2 * float64(s.R) * float64(s.K) * float64(s.N)
+		if s.GeGLU {
+			flops *= 2
+		}
+		res.TFLOPs = flops / secs / 1e12
 	}
-	got := make([]float32, s.R*s.N)
-	if err := outB.Read(bytesOf(got)); err != nil {
-		return fail(err)
+	gots := make([][]float32, len(parts))
+	for i, n := range parts {
+		gots[i] = make([]float32, s.R*n)
+		if err := outs[i].Read(bytesOf(gots[i])); err != nil {
+			return fail(err)
+		}
 	}
 	// The reference sees x as the kernel multiplies it: rounded to bf16
 	// unless Exact (then the hi+lo split keeps ~16 bits, inside tolerance).
@@ -177,40 +201,42 @@ func runMMA(ks *cuda.Kernels, dv *cuda.Device, c mmaCase) (res KernelCheck) {
 		colStep = 13
 	}
 	var maxErr, maxRef float64
-	for _, r := range rows {
-		for n := 0; n < s.N; n += colStep {
-			dot := func(w []uint16) float64 {
-				var acc float64
-				for k := 0; k < s.K; k++ {
-					acc += float64(xr[r*s.K+k]) * float64(math.Float32frombits(uint32(w[n*s.K+k])<<16))
+	for pi, N := range parts {
+		got := gots[pi]
+		for _, r := range rows {
+			for n := 0; n < N; n += colStep {
+				dot := func(w []uint16) float64 {
+					var acc float64
+					for k := 0; k < s.K; k++ {
+						acc += float64(xr[r*s.K+k]) * float64(math.Float32frombits(uint32(w[n*s.K+k])<<16))
+					}
+					return acc
 				}
-				return acc
+				y := dot(ws[pi])
+				if s.GeGLU {
+					y = geluTanh(y) * dot(ws[1])
+				}
+				if s.Softcap != 0 {
+					y = s.Softcap * math.Tanh(y/s.Softcap)
+				}
+				d := math.Abs(float64(got[r*N+n]) - y)
+				if d > maxErr || d != d {
+					maxErr = d
+				}
+				maxRef = max(maxRef, math.Abs(y))
 			}
-			y := dot(ws[0])
-			if s.GeGLU {
-				y = geluTanh(y) * dot(ws[1])
+		}
+		for r := c.nvalid; r < s.R && res.Error == ""; r++ {
+			for n := 0; n < N; n += 97 {
+				if v := got[r*N+n]; v == v {
+					res.Error = fmt.Sprintf("row %d ≥ n_valid %d was written", r, c.nvalid)
+					break
+				}
 			}
-			if s.Softcap != 0 {
-				y = s.Softcap * math.Tanh(y/s.Softcap)
-			}
-			d := math.Abs(float64(got[r*s.N+n]) - y)
-			if d > maxErr || d != d {
-				maxErr = d
-			}
-			maxRef = max(maxRef, math.Abs(y))
 		}
 	}
 	res.RelErr = maxErr / max(maxRef, 1e-30)
-	res.Pass = res.RelErr < res.Tol
-	for r := c.nvalid; r < s.R && res.Pass; r++ {
-		for n := 0; n < s.N; n += 97 {
-			if v := got[r*s.N+n]; v == v {
-				res.Pass = false
-				res.Error = fmt.Sprintf("row %d ≥ n_valid %d was written", r, c.nvalid)
-				break
-			}
-		}
-	}
+	res.Pass = res.RelErr < res.Tol && res.Error == ""
 	return res
 }
 
@@ -229,4 +255,197 @@ func bytesOf[T any](s []T) []byte {
 		return nil
 	}
 	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0])))
+}
+
+// gemvShapes are the 2B's decode matvecs; gemvVariants the launch shapes
+// the sweep tries on each (the first is the default).
+var (
+	gemvShapes = []ptx.Matvec{
+		{R: 1, K: 2304, N: 9216, WType: ir.BF16, GeGLU: true},
+		{R: 1, K: 9216, N: 2304, WType: ir.BF16},
+		{R: 1, K: 2304, N: 4096, WType: ir.BF16, Split: []int{2048, 1024, 1024}},
+		{R: 1, K: 2048, N: 2304, WType: ir.BF16},
+		{R: 1, K: 2304, N: 256000, WType: ir.BF16, Softcap: 30},
+	}
+	gemvVariants = []ptx.MatvecShape{
+		{},
+		{Warps: 8},
+		{Unroll: 16},
+		{Warps: 4, Unroll: 16, MinWarps: 16384},
+	}
+)
+
+func gemvModule() (*ptx.Module, error) {
+	m := ptx.NewModule(target())
+	for _, s := range gemvShapes {
+		for _, v := range gemvVariants {
+			s.MatvecShape = v
+			if _, err := m.Add(s); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// GEMVTime is one decode matvec shape's time in isolation.
+type GEMVTime struct {
+	Kernel string  `json:"kernel"`
+	Us     float64 `json:"us"`
+	GBs    float64 `json:"gb_s"`
+	RelErr float64 `json:"rel_err"`
+	Error  string  `json:"error,omitempty"`
+}
+
+// sweepGEMV times every shape × variant alone, its weights rotated over
+// enough copies that they stream from HBM, and checks its outputs against
+// float64.
+func sweepGEMV(dv *cuda.Device) ([]GEMVTime, error) {
+	m, err := gemvModule()
+	if err != nil {
+		return nil, err
+	}
+	src, err := m.PTX(*ptxCache)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := dv.LoadKernels(src)
+	if err != nil {
+		return nil, err
+	}
+	defer ks.Close()
+	fmt.Println("\n| decode matvec (alone, weights from HBM) | µs | GB/s | rel err |\n| --- | --- | --- | --- |")
+	var out []GEMVTime
+	for _, shape := range gemvShapes {
+		ts, err := sweepShape(ks, dv, shape)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, ts...)
+	}
+	return out, nil
+}
+
+func sweepShape(ks *cuda.Kernels, dv *cuda.Device, s ptx.Matvec) ([]GEMVTime, error) {
+	rng := rand.New(rand.NewPCG(uint64(s.N), uint64(s.K)))
+	mats := []int{s.N}
+	if len(s.Split) > 0 {
+		mats = s.Split
+	}
+	if s.GeGLU {
+		mats = []int{s.N, s.N}
+	}
+	x := make([]float32, s.K)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	// Small integers over 1024 are exact in bf16: cheap to draw.
+	ws := make([][]uint16, len(mats))
+	var wbytes int64
+	for i, n := range mats {
+		ws[i] = make([]uint16, n*s.K)
+		for j := range ws[i] {
+			ws[i][j] = uint16(math.Float32bits(float32(int8(rng.Uint32()))/1024) >> 16)
+		}
+		wbytes += int64(2 * n * s.K)
+	}
+	var bufs []*cuda.Buffer
+	defer func() {
+		for _, b := range bufs {
+			b.Free()
+		}
+	}()
+	upload := func(data []byte) (*cuda.Buffer, error) {
+		b, err := dv.NewBuffer(int64(len(data)))
+		if err != nil {
+			return nil, err
+		}
+		bufs = append(bufs, b)
+		return b, b.Write(data)
+	}
+	outB, err := dv.NewBuffer(int64(4 * s.N))
+	if err != nil {
+		return nil, err
+	}
+	bufs = append(bufs, outB)
+	xB, err := upload(bytesOf(x))
+	if err != nil {
+		return nil, err
+	}
+	sc, err := upload(bytesOf([]int64{0, 1}))
+	if err != nil {
+		return nil, err
+	}
+	copies := int(max(1, (256<<20)/wbytes))
+	var sets [][]*cuda.Buffer
+	for c := 0; c < copies; c++ {
+		set := []*cuda.Buffer{outB, xB}
+		for _, w := range ws {
+			b, err := upload(bytesOf(w))
+			if err != nil {
+				return nil, err
+			}
+			set = append(set, b)
+		}
+		sets = append(sets, append(set, sc))
+	}
+	// The float64 reference of every output.
+	ref := make([]float64, s.N)
+	for n := range ref {
+		dot := func(w []uint16, row int) float64 {
+			var acc float64
+			for k := 0; k < s.K; k++ {
+				acc += float64(x[k]) * float64(math.Float32frombits(uint32(w[row*s.K+k])<<16))
+			}
+			return acc
+		}
+		switch {
+		case s.GeGLU:
+			ref[n] = geluTanh(dot(ws[0], n)) * dot(ws[1], n)
+		case len(s.Split) > 0:
+			m, row := 0, n
+			for row >= s.Split[m] {
+				row -= s.Split[m]
+				m++
+			}
+			ref[n] = dot(ws[m], row)
+		default:
+			ref[n] = dot(ws[0], n)
+		}
+		if s.Softcap != 0 {
+			ref[n] = s.Softcap * math.Tanh(ref[n]/s.Softcap)
+		}
+	}
+	var out []GEMVTime
+	for _, v := range gemvVariants {
+		s.MatvecShape = v
+		r := GEMVTime{Kernel: s.Name()}
+		l := s.Launch()
+		secs, err := ks.LaunchSets(s.Name(), l.Grid, l.Block, l.Shared, 60, sets)
+		if err != nil {
+			r.Error = err.Error()
+		} else {
+			got := make([]float32, s.N)
+			if err := outB.Read(bytesOf(got)); err != nil {
+				return out, err
+			}
+			var d, m float64
+			for n, y := range ref {
+				e := math.Abs(float64(got[n]) - y)
+				if e > d || e != e {
+					d = e
+				}
+				m = max(m, math.Abs(y))
+			}
+			r.RelErr = d / max(m, 1e-30)
+			r.Us = secs * 1e6
+			r.GBs = float64(wbytes) / secs / 1e9
+			if r.RelErr > 1e-4 {
+				r.Error = "wrong result"
+			}
+		}
+		fmt.Printf("| %s | %.1f | %.0f | %.2g %s |\n", r.Kernel, r.Us, r.GBs, r.RelErr, r.Error)
+		out = append(out, r)
+	}
+	return out, nil
 }

@@ -35,21 +35,45 @@ import (
 )
 
 var (
-	modelsDir = flag.String("models", "", "directory of the test models (default: the first of ../shared/testdata/models, shared/testdata/models, bin/gpu/models)")
-	ptxCache  = flag.String("ptx-cache", "bin/gpu/ptx-cache", "directory of compiled PTX")
-	prepare   = flag.Bool("prepare", false, "compile every model's PTX into --ptx-cache and copy the test models to bin/gpu/models, then exit (no GPU needed)")
-	bigDir    = flag.String("model-dir", filepath.Join(os.TempDir(), "gemmac-2b-bf16"), "where the random 2B bf16 checkpoint is generated (reused when present)")
-	skipBig   = flag.Bool("skip-2b", false, "only check the test models")
-	context2b = flag.Int("context", 2048, "context of the 2B engine")
-	chunk2b   = flag.Int("chunk", 512, "prefill chunk of the 2B engine")
-	prefillN  = flag.Int("prefill", 512, "prompt tokens for the prefill measurement")
-	genN      = flag.Int("gen", 128, "generated tokens for the decode measurement")
-	jsonOut   = flag.String("json", "", "also write the results here")
-	keepPTX   = flag.String("keep", "", "write each model's .ll and .ptx under this directory")
-	roundMMA  = flag.Bool("round-mma", false, "compile the 2B with bf16-rounded activations at the tensor-core matmuls (ptx.Options.RoundMMA)")
-	otherMMA  = flag.Bool("both-mma", true, "also measure the 2B prefill compiled with the other --round-mma setting")
-	skipKern  = flag.Bool("skip-kernels", false, "skip the single-kernel checks")
+	modelsDir   = flag.String("models", "", "directory of the test models (default: the first of ../shared/testdata/models, shared/testdata/models, bin/gpu/models)")
+	ptxCache    = flag.String("ptx-cache", "bin/gpu/ptx-cache", "directory of compiled PTX")
+	prepare     = flag.Bool("prepare", false, "compile every model's PTX into --ptx-cache and copy the test models to bin/gpu/models, then exit (no GPU needed)")
+	bigDir      = flag.String("model-dir", filepath.Join(os.TempDir(), "gemmac-2b-bf16"), "where the random 2B bf16 checkpoint is generated (reused when present)")
+	skipBig     = flag.Bool("skip-2b", false, "only check the test models")
+	context2b   = flag.Int("context", 2048, "context of the 2B engine")
+	chunk2b     = flag.Int("chunk", 512, "prefill chunk of the 2B engine")
+	prefillN    = flag.Int("prefill", 512, "prompt tokens for the prefill measurement")
+	genN        = flag.Int("gen", 128, "generated tokens for the decode measurement")
+	jsonOut     = flag.String("json", "", "also write the results here")
+	keepPTX     = flag.String("keep", "", "write each model's .ll and .ptx under this directory")
+	roundMMA    = flag.Bool("round-mma", false, "compile the 2B with bf16-rounded activations at the tensor-core matmuls (ptx.Options.RoundMMA)")
+	otherMMA    = flag.Bool("both-mma", true, "also measure the 2B prefill compiled with the other --round-mma setting")
+	skipKern    = flag.Bool("skip-kernels", false, "skip the single-kernel checks")
+	sweep       = flag.Bool("sweep", false, "time the decode matvecs alone in every launch shape of the sweep")
+	sampleDraws = flag.Int("sample-draws", 400, "draws per case in the on-GPU sampler check")
+	targetArg   = flag.String("target", "cuda:sm_90", "GPU target of the 2B engine; the test models are checked for it and for the default target")
 )
+
+// target is --target parsed.
+func target() ptx.Target {
+	t, err := ptx.ParseTarget(*targetArg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	return t
+}
+
+// checkTargets are the targets the test models are checked for: the
+// default and --target (which, for sm_90, adds programmatic dependent
+// launch).
+func checkTargets() []ptx.Target {
+	ts := []ptx.Target{ptx.DefaultTarget}
+	if t := target(); t != ptx.DefaultTarget {
+		ts = append(ts, t)
+	}
+	return ts
+}
 
 var testModels = []string{"tiny", "tiny-hot", "tiny-bf16", "gocoder"}
 
@@ -108,6 +132,7 @@ type Results struct {
 	Device    string        `json:"device"`
 	Checks    []Check       `json:"checks"`
 	Kernels   []KernelCheck `json:"kernels,omitempty"`
+	GEMV      []GEMVTime    `json:"gemv_sweep,omitempty"`
 	Failures  int           `json:"failures"`
 	Bench     *Bench        `json:"bench,omitempty"`
 	Error     string        `json:"error,omitempty"`
@@ -119,6 +144,7 @@ type Results struct {
 // Check is one model's comparison with the interpreter.
 type Check struct {
 	Model      string  `json:"model"`
+	Target     string  `json:"target"`
 	DType      string  `json:"dtype"`
 	RelErr     float64 `json:"rel_err"`
 	Tolerance  float64 `json:"tolerance"`
@@ -138,15 +164,21 @@ type Bench struct {
 	DecodeTokens       int               `json:"decode_tokens"`
 	DecodeTokS         float64           `json:"decode_tok_s"`
 	DecodeTokSNoGraphs float64           `json:"decode_tok_s_no_graphs"`
+	DecodeTokSNoPDL    float64           `json:"decode_tok_s_no_pdl,omitempty"`
+	Target             string            `json:"target"`
+	PDL                bool              `json:"pdl"`
 	DecodeLogitsTokS   float64           `json:"decode_logits_tok_s"`
 	DecodeProfile      []cuda.KernelTime `json:"decode_profile,omitempty"`
 	PrefillProfile     []cuda.KernelTime `json:"prefill_profile,omitempty"`
 	RoundMMA           bool              `json:"round_mma"`
 	OtherPrefillTokS   float64           `json:"other_mma_prefill_tok_s,omitempty"`
+	PrefillTokSPDL     float64           `json:"prefill_tok_s_pdl,omitempty"`
 	WeightBytes        int64             `json:"weight_bytes_per_token"`
 	CopyBandwidth      float64           `json:"copy_bandwidth_bytes_s"`
 	Roofline           float64           `json:"decode_roofline_fraction"`
 	GraphsUsed         bool              `json:"graphs_used"`
+	Sampling           string            `json:"sampling,omitempty"`
+	SamplingOK         bool              `json:"sampling_ok"`
 }
 
 // Timing is how long a phase took.
@@ -185,23 +217,39 @@ func run(res *Results) error {
 		res.Kernels = ks
 		res.phase("kernel checks", t)
 	}
+	if *sweep {
+		t := time.Now()
+		gs, err := sweepGEMV(dev)
+		if err != nil {
+			fmt.Println("matvec sweep:", err)
+		}
+		for _, g := range gs {
+			if g.Error != "" {
+				res.Failures++
+			}
+		}
+		res.GEMV = gs
+		res.phase("matvec sweep", t)
+	}
 	dev.Close()
 
-	fmt.Println("\n| model | dtype | max rel err | tolerance | greedy (graphs, no graphs) | result |")
-	fmt.Println("| --- | --- | --- | --- | --- | --- |")
-	for _, m := range testModels {
-		t := time.Now()
-		c := checkModel(m)
-		res.phase("check "+m, t)
-		if !c.Pass {
-			res.Failures++
+	fmt.Println("\n| model | target | dtype | max rel err | tolerance | greedy (graphs, no graphs) | result |")
+	fmt.Println("| --- | --- | --- | --- | --- | --- | --- |")
+	for _, tg := range checkTargets() {
+		for _, m := range testModels {
+			t := time.Now()
+			c := checkModel(m, tg)
+			res.phase("check "+m+" "+tg.SM, t)
+			if !c.Pass {
+				res.Failures++
+			}
+			res.Checks = append(res.Checks, c)
+			verdict := "PASS"
+			if !c.Pass {
+				verdict = "FAIL " + c.Error
+			}
+			fmt.Printf("| %s | %s | %s | %.3g | %.0e | %v %s | %s |\n", c.Model, c.Target, c.DType, c.RelErr, c.Tolerance, c.GreedyOK, c.GreedyNote, verdict)
 		}
-		res.Checks = append(res.Checks, c)
-		verdict := "PASS"
-		if !c.Pass {
-			verdict = "FAIL " + c.Error
-		}
-		fmt.Printf("| %s | %s | %.3g | %.0e | %v %s | %s |\n", c.Model, c.DType, c.RelErr, c.Tolerance, c.GreedyOK, c.GreedyNote, verdict)
 	}
 	if *skipBig {
 		return nil
@@ -223,8 +271,8 @@ func sequence(vocab int) []int32 {
 	return s
 }
 
-func checkModel(name string) (c Check) {
-	c.Model = name
+func checkModel(name string, tg ptx.Target) (c Check) {
+	c.Model, c.Target = name, tg.SM
 	defer func() {
 		if r := recover(); r != nil {
 			c.Error = fmt.Sprint("panic: ", r)
@@ -245,7 +293,7 @@ func checkModel(name string) (c Check) {
 			c.Tolerance = 1e-2
 		}
 	}
-	comp, err := cuda.Compile(ckpt, tinyContext, cuda.Options{Chunk: tinyChunk, PTXCache: *ptxCache})
+	comp, err := cuda.Compile(ckpt, tinyContext, cuda.Options{Chunk: tinyChunk, PTXCache: *ptxCache, Target: tg})
 	if err != nil {
 		c.Error = err.Error()
 		return
@@ -405,18 +453,24 @@ func preset2B() (*frontend.Config, map[string]ir.DType, error) {
 	return cfg, dt, nil
 }
 
-func compile2B(round bool) (*ptx.Compiled, error) {
+// compile2B compiles the 2B with the command's options, changed by mod
+// when it is not nil.
+func compile2B(mod func(*ptx.Options)) (*ptx.Compiled, error) {
 	cfg, dt, err := preset2B()
 	if err != nil {
 		return nil, err
 	}
-	c, err := ptx.Build(cfg, dt, ptx.Options{Context: *context2b, Chunk: *chunk2b, RoundMMA: round})
+	opts := ptx.Options{Target: target(), Context: *context2b, Chunk: *chunk2b, RoundMMA: *roundMMA}
+	if mod != nil {
+		mod(&opts)
+	}
+	c, err := ptx.Build(cfg, dt, opts)
 	if err != nil {
 		return nil, err
 	}
 	keep := ""
 	if *keepPTX != "" {
-		keep = filepath.Join(*keepPTX, fmt.Sprintf("2b-bf16-round%v", round))
+		keep = filepath.Join(*keepPTX, fmt.Sprintf("2b-bf16-round%v", opts.RoundMMA))
 	}
 	return c, c.EmitPTX(*ptxCache, keep)
 }
@@ -435,7 +489,7 @@ func bench2B(res *Results) (*Bench, error) {
 		res.phase("generate 2B", t)
 	}
 	t = time.Now()
-	comp, err := compile2B(*roundMMA)
+	comp, err := compile2B(nil)
 	if err != nil {
 		return nil, err
 	}
@@ -452,7 +506,8 @@ func bench2B(res *Results) (*Bench, error) {
 	}
 	defer eng.Close()
 	res.phase("load 2B (JIT + upload)", t)
-	b := &Bench{Model: "2b bf16 (random)", Context: *context2b, PrefillTokens: *prefillN, DecodeTokens: *genN, RoundMMA: *roundMMA}
+	b := &Bench{Model: "2b bf16 (random)", Context: *context2b, PrefillTokens: *prefillN, DecodeTokens: *genN, RoundMMA: *roundMMA,
+		Target: target().SM, PDL: eng.PDL()}
 	for _, w := range comp.Artifact.Weights {
 		if w.Derived != nil {
 			b.WeightBytes += int64(ir.Shape(w.Shape).Elems() * 4)
@@ -484,6 +539,13 @@ func bench2B(res *Results) (*Bench, error) {
 	}
 	b.PrefillSeconds = best
 	b.PrefillTokS = float64(*prefillN) / best
+	if eng.PDL() {
+		eng.SetPDL(true, true)
+		if _, pdlBest, err := timePrefill(st, prompt); err == nil {
+			b.PrefillTokSPDL = float64(*prefillN) / pdlBest
+		}
+		eng.SetPDL(true, false)
+	}
 	res.phase("prefill", t)
 	if prof, err := st.Profile("prefill", prompt[:min(len(prompt), comp.Artifact.Programs["prefill"].Tokens)], 0); err == nil {
 		b.PrefillProfile = prof
@@ -493,7 +555,7 @@ func bench2B(res *Results) (*Bench, error) {
 	}
 	if *otherMMA {
 		t = time.Now()
-		if tps, err := otherPrefill(ckpt, prompt); err == nil {
+		if tps, err := variantPrefill(ckpt, prompt, func(o *ptx.Options) { o.RoundMMA = !o.RoundMMA }); err == nil {
 			b.OtherPrefillTokS = tps
 		} else {
 			fmt.Println("prefill with the other MMA rounding:", err)
@@ -501,29 +563,46 @@ func bench2B(res *Results) (*Bench, error) {
 		res.phase(fmt.Sprintf("prefill (round-mma=%v)", !*roundMMA), t)
 	}
 	first := argmax(logits)
-	for _, graphs := range []bool{true, false} {
-		t = time.Now()
+	decode := func(graphs, pdl bool) (float64, error) {
+		t := time.Now()
 		eng.SetGraphs(graphs)
+		eng.SetPDL(pdl, false)
 		if _, err := st.Greedy(first, *prefillN, 8); err != nil { // warm-up (captures the graph)
-			return b, fmt.Errorf("decode warm-up: %w", err)
+			return 0, fmt.Errorf("decode warm-up: %w", err)
 		}
 		s := time.Now()
 		if _, err := st.Greedy(first, *prefillN, *genN); err != nil {
-			return b, fmt.Errorf("decode: %w", err)
+			return 0, fmt.Errorf("decode: %w", err)
 		}
 		tps := float64(*genN) / time.Since(s).Seconds()
-		if graphs {
-			b.DecodeTokS = tps
-			b.GraphsUsed = eng.Graphs()
-			if eng.GraphErr != nil {
-				res.GraphNote = eng.GraphErr.Error()
-			}
-		} else {
-			b.DecodeTokSNoGraphs = tps
+		res.phase(fmt.Sprintf("decode (graphs=%v, pdl=%v)", graphs, eng.PDL()), t)
+		return tps, nil
+	}
+	if b.DecodeTokS, err = decode(true, true); err != nil {
+		return b, err
+	}
+	b.GraphsUsed = eng.Graphs()
+	if eng.GraphErr != nil {
+		res.GraphNote = eng.GraphErr.Error()
+	}
+	if b.PDL {
+		if b.DecodeTokSNoPDL, err = decode(true, false); err != nil {
+			return b, err
 		}
-		res.phase(fmt.Sprintf("decode (graphs=%v)", graphs), t)
+	}
+	if b.DecodeTokSNoGraphs, err = decode(false, true); err != nil {
+		return b, err
 	}
 	eng.SetGraphs(true)
+	eng.SetPDL(true, false)
+	t = time.Now()
+	b.Sampling, b.SamplingOK = checkSampling(eng, st, logits, ckpt.Config.VocabSize, *sampleDraws, *prefillN)
+	fmt.Println()
+	fmt.Print(b.Sampling)
+	if !b.SamplingOK {
+		res.Failures++
+	}
+	res.phase("sampling check", t)
 	t = time.Now()
 	s := time.Now()
 	n := 32
@@ -571,10 +650,10 @@ func timePrefill(st *cuda.State, prompt []int32) ([]float32, float64, error) {
 	return logits, best, nil
 }
 
-// otherPrefill measures the prefill compiled with the other RoundMMA
-// setting, on a second engine.
-func otherPrefill(ckpt *frontend.Checkpoint, prompt []int32) (float64, error) {
-	comp, err := compile2B(!*roundMMA)
+// variantPrefill measures the prefill of the 2B compiled with other
+// options, on a second engine.
+func variantPrefill(ckpt *frontend.Checkpoint, prompt []int32, mod func(*ptx.Options)) (float64, error) {
+	comp, err := compile2B(mod)
 	if err != nil {
 		return 0, err
 	}
@@ -612,7 +691,14 @@ func printBench(b *Bench) {
 	if b.OtherPrefillTokS > 0 {
 		fmt.Printf("| prefill %d tokens (round-mma=%v) | %.0f tok/s |\n", b.PrefillTokens, !b.RoundMMA, b.OtherPrefillTokS)
 	}
+	if b.PrefillTokSPDL > 0 {
+		fmt.Printf("| prefill %d tokens, kernels launched early (PDL) | %.0f tok/s |\n", b.PrefillTokens, b.PrefillTokSPDL)
+	}
+	fmt.Printf("| target | %s (programmatic dependent launch: %v) |\n", b.Target, b.PDL)
 	fmt.Printf("| decode, CUDA graphs (greedy on GPU) | %.1f tok/s |\n", b.DecodeTokS)
+	if b.DecodeTokSNoPDL > 0 {
+		fmt.Printf("| decode, CUDA graphs, no PDL | %.1f tok/s |\n", b.DecodeTokSNoPDL)
+	}
 	fmt.Printf("| decode, no graphs | %.1f tok/s |\n", b.DecodeTokSNoGraphs)
 	fmt.Printf("| decode, logits to host | %.1f tok/s |\n", b.DecodeLogitsTokS)
 	fmt.Printf("| weights read per token | %.2f GB |\n", float64(b.WeightBytes)/1e9)
@@ -629,36 +715,45 @@ func doPrepare() error {
 		if err != nil {
 			return err
 		}
-		comp, err := ptx.Build(ckpt.Config, ckpt.WeightDTypes(), ptx.Options{Context: tinyContext, Chunk: tinyChunk})
+		for _, tg := range checkTargets() {
+			comp, err := ptx.Build(ckpt.Config, ckpt.WeightDTypes(), ptx.Options{Target: tg, Context: tinyContext, Chunk: tinyChunk})
+			if err != nil {
+				ckpt.Close()
+				return err
+			}
+			keep := ""
+			if *keepPTX != "" {
+				keep = filepath.Join(*keepPTX, m+"-"+tg.SM)
+			}
+			if err := comp.EmitPTX(*ptxCache, keep); err != nil {
+				ckpt.Close()
+				return err
+			}
+			fmt.Printf("%s (%s): %d kernels, %d bytes of PTX\n", m, tg.SM, len(comp.Entries), len(comp.PTX))
+		}
 		ckpt.Close()
-		if err != nil {
-			return err
-		}
-		keep := ""
-		if *keepPTX != "" {
-			keep = filepath.Join(*keepPTX, m)
-		}
-		if err := comp.EmitPTX(*ptxCache, keep); err != nil {
-			return err
-		}
-		fmt.Printf("%s: %d kernels, %d bytes of PTX\n", m, len(comp.Entries), len(comp.PTX))
 		if err := copyDir(filepath.Join(*modelsDir, m), filepath.Join("bin/gpu/models", m)); err != nil {
 			return err
 		}
 	}
-	for _, round := range []bool{false, true} {
-		comp, err := compile2B(round)
+	for name, mod := range map[string]func(*ptx.Options){
+		"as given":  nil,
+		"other mma": func(o *ptx.Options) { o.RoundMMA = !o.RoundMMA },
+	} {
+		comp, err := compile2B(mod)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("2b bf16 (round-mma=%v): %d kernels, %d bytes of PTX\n", round, len(comp.Entries), len(comp.PTX))
+		fmt.Printf("2b bf16 (%s): %d kernels, %d bytes of PTX\n", name, len(comp.Entries), len(comp.PTX))
 	}
-	m, err := mmaModule()
-	if err != nil {
-		return err
-	}
-	if _, err := m.PTX(*ptxCache); err != nil {
-		return err
+	for _, module := range []func() (*ptx.Module, error){mmaModule, gemvModule} {
+		m, err := module()
+		if err != nil {
+			return err
+		}
+		if _, err := m.PTX(*ptxCache); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -703,8 +798,14 @@ func combine(files []string) error {
 		if json.Unmarshal(data, &g) == nil && g.Bench != nil {
 			b := g.Bench
 			rows = append(rows,
-				row{"gemmac cuda (graphs, greedy on GPU)", fmt.Sprintf("%.0f", b.PrefillTokS), fmt.Sprintf("%.1f", b.DecodeTokS)},
-				row{"gemmac cuda (no graphs)", "", fmt.Sprintf("%.1f", b.DecodeTokSNoGraphs)})
+				row{fmt.Sprintf("gemmac cuda:%s (graphs, PDL %v, greedy on GPU)", b.Target, b.PDL), fmt.Sprintf("%.0f", b.PrefillTokS), fmt.Sprintf("%.1f", b.DecodeTokS)})
+			if b.DecodeTokSNoPDL > 0 {
+				rows = append(rows, row{"gemmac (graphs, no PDL)", "", fmt.Sprintf("%.1f", b.DecodeTokSNoPDL)})
+			}
+			rows = append(rows, row{"gemmac (no graphs)", "", fmt.Sprintf("%.1f", b.DecodeTokSNoGraphs)})
+			if b.OtherPrefillTokS > 0 {
+				rows = append(rows, row{fmt.Sprintf("gemmac (round-mma=%v)", !b.RoundMMA), fmt.Sprintf("%.0f", b.OtherPrefillTokS), ""})
+			}
 			continue
 		}
 		var hf map[string]map[string]float64

@@ -87,6 +87,13 @@ func (k *kb) barrier()           { k.b.NewCall(k.m.intrinsic("llvm.nvvm.barrier0
 func (k *kb) lane() value.Value  { return k.b.NewAnd(k.tid(), ci64(31)) }
 func (k *kb) warpI() value.Value { return k.b.NewLShr(k.tid(), ci64(5)) }
 
+// asm emits a PTX statement with side effects that orders memory.
+func (k *kb) asm(text string) {
+	a := ir.NewInlineAsm(types.NewPointer(types.NewFunc(tVoid)), text, "~{memory}")
+	a.SideEffect = true
+	k.b.NewCall(a)
+}
+
 // ---- integer arithmetic (i64) ----
 
 func (k *kb) add(x, y value.Value) value.Value { return k.b.NewAdd(x, y) }

@@ -15,9 +15,47 @@ import (
 	"github.com/gemmac/gemmac/codegen"
 )
 
-// LLCFlags are the llc arguments for the target.
+// llcNewest is the newest GPU LLVM 14's NVPTX backend knows (with PTX 7.5).
+const llcNewest = 86
+
+// sm is the target's compute capability as a number (90 for sm_90).
+func (t Target) sm() int {
+	var n int
+	fmt.Sscanf(strings.TrimPrefix(t.SM, "sm_"), "%d", &n)
+	return n
+}
+
+// PDL reports whether the target's kernels take part in programmatic
+// dependent launch (griddepcontrol: sm_90 and PTX 7.8).
+func (t Target) PDL() bool { return t.sm() >= 90 }
+
+// LLCFlags are the llc arguments for the target. Past sm_86 llc compiles
+// for sm_86 and fixHeader names the real target in the PTX: PTX for an
+// older GPU is valid for a newer one.
 func (t Target) LLCFlags() []string {
-	return []string{"-O3", "-march=nvptx64", "-mtriple=nvptx64-nvidia-cuda", "-mcpu=" + t.SM, "-mattr=+" + t.PTX}
+	cpu, ptx := t.SM, t.PTX
+	if t.sm() > llcNewest {
+		cpu, ptx = fmt.Sprintf("sm_%d", llcNewest), "ptx75"
+	}
+	return []string{"-O3", "-march=nvptx64", "-mtriple=nvptx64-nvidia-cuda", "-mcpu=" + cpu, "-mattr=+" + ptx}
+}
+
+var (
+	targetRE  = regexp.MustCompile(`(?m)^\.target sm_\d+`)
+	versionRE = regexp.MustCompile(`(?m)^\.version \d+\.\d+`)
+)
+
+// fixHeader names the target's GPU in PTX compiled for an older one, and
+// PTX ISA 7.8 (griddepcontrol) where the target uses PDL.
+func (t Target) fixHeader(ptx string) string {
+	if t.sm() <= llcNewest {
+		return ptx
+	}
+	ptx = targetRE.ReplaceAllLiteralString(ptx, ".target "+t.SM)
+	if t.PDL() {
+		ptx = versionRE.ReplaceAllLiteralString(ptx, ".version 7.8")
+	}
+	return ptx
 }
 
 // CacheKey names the PTX of an IR text for a target: the same IR and flags
@@ -25,7 +63,7 @@ func (t Target) LLCFlags() []string {
 // PTX compiled elsewhere.
 func (t Target) CacheKey(ll string) string {
 	h := sha256.New()
-	h.Write([]byte(strings.Join(t.LLCFlags(), " ")))
+	h.Write([]byte(t.SM + " " + strings.Join(t.LLCFlags(), " ")))
 	h.Write([]byte{0})
 	h.Write([]byte(ll))
 	return hex.EncodeToString(h.Sum(nil))[:32]
@@ -112,7 +150,7 @@ func RunLLC(llc string, t Target, ll string) (string, error) {
 		}
 		return "", fmt.Errorf("%s %s: %v\n%s", filepath.Base(llc), strings.Join(args, " "), err, msg)
 	}
-	return out.String(), nil
+	return t.fixHeader(out.String()), nil
 }
 
 var entryRE = regexp.MustCompile(`(?m)^\.visible \.entry (\w+)\(([^)]*)\)`)

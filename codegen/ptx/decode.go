@@ -57,10 +57,7 @@ type AttnPartial struct {
 	S int
 }
 
-const (
-	apWarps  = 4
-	apUnroll = 4
-)
+const apWarps = 4
 
 func (s AttnPartial) Name() string {
 	a := s.A
@@ -97,134 +94,26 @@ func (k *kb) attnRange(p0 value.Value, window, S int) (first, n, kps, i value.Va
 
 func (s AttnPartial) emit(k *kb) {
 	a := s.A
-	part, q, kk, vv := k.param(0, tF32), k.param(1, tF32), k.param(2, tF32), k.param(3, tF32)
-	kc, vc := k.param(4, tF32), k.param(5, tF32)
+	part, q := k.param(0, tF32), k.param(1, tF32)
+	src := keySource{k: k.param(2, tF32), v: k.param(3, tF32), kc: k.param(4, tF32), vc: k.param(5, tF32)}
 	p0, nvalid := k.scalars(6)
-	nw := apWarps
+	src.p0 = p0
 	D := a.D
-	dpl := ceilDiv(D, 32)
-	smM, smL, smA := k.shared(nw), k.shared(nw), k.shared(nw*D)
-
 	sp, h := k.bidx(), k.bidy()
 	k.returnIf(k.sge(ci64(0), nvalid))
 	first, _, kps, i := k.attnRange(p0, a.Window, s.S)
 	lo := k.add(first, k.mul(sp, kps))
 	hi := k.smin(k.add(lo, kps), k.addc(i, 1))
 	k.returnIf(k.sge(lo, hi)) // uniform over the block
-	hk := k.b.NewUDiv(h, ci64(int64(a.HQ/a.HKV)))
-	lane, warp := k.lane(), k.warpI()
-	dims := make([]value.Value, dpl)
-	oks := make([]value.Value, dpl)
-	for e := 0; e < dpl; e++ {
-		d := k.addc(lane, int64(32*e))
-		if 32*(e+1) > D {
-			oks[e] = k.slt(d, ci64(int64(D)))
-			d = k.smin(d, ci64(int64(D-1)))
-		}
-		dims[e] = d
-	}
-	qbase := k.mulc(h, int64(D))
-	qs := make([]value.Value, dpl)
-	for e := range qs {
-		qs[e] = k.load(tF32, q, k.add(qbase, dims[e]))
-		if oks[e] != nil {
-			qs[e] = k.b.NewSelect(oks[e], qs[e], cf(0))
-		}
-	}
-	init := []value.Value{cf(-1e30), cf(0)}
-	for e := 0; e < dpl; e++ {
-		init = append(init, cf(0))
-	}
-	// Keys lo+warp + (g·U + u)·nw: U keys per iteration, all loaded first.
-	last := k.addc(hi, -1)
-	res := k.loop(k.add(lo, warp), hi, int64(nw*apUnroll), init, func(j0 value.Value, c []value.Value) []value.Value {
-		type key struct {
-			ok       value.Value
-			kv, vals []value.Value
-			sc       value.Value
-		}
-		keys := make([]key, apUnroll)
-		for u := range keys {
-			j := k.addc(j0, int64(u*nw))
-			var ok value.Value
-			if u > 0 {
-				ok = k.slt(j, hi)
-				j = k.smin(j, last)
-			}
-			inChunk := k.sge(j, p0)
-			chunkOff := k.mulc(k.add(k.mulc(k.sub(j, p0), int64(a.HKV)), hk), int64(D))
-			slot := k.b.NewSRem(j, ci64(int64(a.CacheLen)))
-			cacheOff := k.mulc(k.add(k.mulc(slot, int64(a.HKV)), hk), int64(D))
-			kp := k.b.NewSelect(inChunk, k.gep(tF32, kk, chunkOff), k.gep(tF32, kc, cacheOff))
-			vp := k.b.NewSelect(inChunk, k.gep(tF32, vv, chunkOff), k.gep(tF32, vc, cacheOff))
-			ky := key{ok: ok, kv: make([]value.Value, dpl), vals: make([]value.Value, dpl)}
-			for e := 0; e < dpl; e++ {
-				ky.kv[e] = k.load(tF32, kp, dims[e])
-				ky.vals[e] = k.load(tF32, vp, dims[e])
-				if oks[e] != nil {
-					ky.vals[e] = k.b.NewSelect(oks[e], ky.vals[e], cf(0))
-				}
-			}
-			keys[u] = ky
-		}
-		for u := range keys {
-			var dot value.Value = cf(0)
-			for e := 0; e < dpl; e++ {
-				dot = k.fma(qs[e], keys[u].kv[e], dot) // q is 0 on lanes past D
-			}
-			sc := k.warpSum(dot)
-			if a.Scale != 1 {
-				sc = k.fmulc(sc, a.Scale)
-			}
-			if a.Softcap > 0 {
-				sc = k.softcap(sc, a.Softcap)
-			}
-			keys[u].sc = sc
-		}
-		for _, ky := range keys {
-			m := k.fmax(c[0], ky.sc)
-			corr := k.exp(k.fsub(c[0], m))
-			p := k.exp(k.fsub(ky.sc, m))
-			next := []value.Value{m, k.fma(c[1], corr, p)}
-			for e := 0; e < dpl; e++ {
-				next = append(next, k.fma(p, ky.vals[e], k.fmul(c[2+e], corr)))
-			}
-			if ky.ok != nil {
-				for x := range next {
-					next[x] = k.b.NewSelect(ky.ok, next[x], c[x])
-				}
-			}
-			c = next
-		}
-		return c
-	})
-	k.ifThen(k.b.NewICmp(enum.IPredEQ, lane, ci64(0)), func() {
-		k.store(res[0], smM, warp)
-		k.store(res[1], smL, warp)
-	})
-	for e := 0; e < dpl; e++ {
-		idx := k.add(k.mulc(warp, int64(D)), dims[e])
-		k.storeIf(oks[e], res[2+e], smA, idx)
-	}
-	k.barrier()
-	var M value.Value = k.load(tF32, smM, ci64(0))
-	for w := 1; w < nw; w++ {
-		M = k.fmax(M, k.load(tF32, smM, ci64(int64(w))))
-	}
-	ws := make([]value.Value, nw)
-	var L value.Value = cf(0)
-	for w := 0; w < nw; w++ {
-		ws[w] = k.exp(k.fsub(k.load(tF32, smM, ci64(int64(w))), M))
-		L = k.fma(k.load(tF32, smL, ci64(int64(w))), ws[w], L)
-	}
+	src.hk = k.b.NewUDiv(h, ci64(int64(a.HQ/a.HKV)))
+	lanes := k.headLanes(D)
+	qs := lanes.load(k, q, k.mulc(h, int64(D)))
+	res := k.attendKeys(a, src, lanes, qs, lo, hi, apWarps)
+	M, L, sum := k.mergeWarps(res, lanes, D, apWarps)
 	blk := k.add(k.mulc(h, int64(s.S)), sp) // h·S + s
 	accBase := k.mulc(blk, int64(D))
-	k.forRange(k.tid(), ci64(int64(D)), int64(32*nw), func(d value.Value) {
-		var acc value.Value = cf(0)
-		for w := 0; w < nw; w++ {
-			acc = k.fma(k.load(tF32, smA, k.addc(d, int64(w*D))), ws[w], acc)
-		}
-		k.store(acc, part, k.add(accBase, d))
+	k.forRange(k.tid(), ci64(int64(D)), int64(32*apWarps), func(d value.Value) {
+		k.store(sum(d), part, k.add(accBase, d))
 	})
 	k.ifThen(k.b.NewICmp(enum.IPredEQ, k.tid(), ci64(0)), func() {
 		ml := k.addc(k.mulc(blk, 2), int64(a.HQ*s.S*D))

@@ -479,107 +479,28 @@ func (s Attention) Validate() error {
 }
 
 func (s Attention) emit(k *kb) {
-	out, q, kk, vv := k.param(0, tF32), k.param(1, tF32), k.param(2, tF32), k.param(3, tF32)
-	kc, vc := k.param(4, tF32), k.param(5, tF32)
+	out, q := k.param(0, tF32), k.param(1, tF32)
+	src := keySource{k: k.param(2, tF32), v: k.param(3, tF32), kc: k.param(4, tF32), vc: k.param(5, tF32)}
 	p0, nvalid := k.scalars(6)
-	nw := s.warps()
-	D := s.D
-	dpl := ceilDiv(D, 32)
-	smM, smL, smA := k.shared(nw), k.shared(nw), k.shared(nw*D)
-
+	src.p0 = p0
 	b := k.bidx()
 	t := k.b.NewUDiv(b, ci64(int64(s.HQ)))
 	h := k.b.NewURem(b, ci64(int64(s.HQ)))
 	k.returnIf(k.sge(t, nvalid))
-	hk := k.b.NewUDiv(h, ci64(int64(s.HQ/s.HKV)))
-	lane, warp := k.lane(), k.warpI()
+	src.hk = k.b.NewUDiv(h, ci64(int64(s.HQ/s.HKV)))
 	i := k.add(p0, t)
-	first := ci64(0)
-	var firstV value.Value = first
+	var first value.Value = ci64(0)
 	if s.Window > 0 {
-		firstV = k.smax(ci64(0), k.addc(i, int64(-s.Window+1)))
+		first = k.smax(ci64(0), k.addc(i, int64(-s.Window+1)))
 	}
-	// The dims this lane holds: lane + 32e.
-	dims := make([]value.Value, dpl)
-	oks := make([]value.Value, dpl)
-	for e := 0; e < dpl; e++ {
-		d := k.addc(lane, int64(32*e))
-		if 32*(e+1) > D {
-			oks[e] = k.slt(d, ci64(int64(D)))
-			d = k.smin(d, ci64(int64(D-1)))
-		}
-		dims[e] = d
-	}
-	qbase := k.mulc(b, int64(D)) // (t·HQ + h)·D
-	qs := make([]value.Value, dpl)
-	for e := range qs {
-		qs[e] = k.load(tF32, q, k.add(qbase, dims[e]))
-		if oks[e] != nil {
-			qs[e] = k.b.NewSelect(oks[e], qs[e], cf(0))
-		}
-	}
-	init := []value.Value{cf(-1e30), cf(0)}
-	for e := 0; e < dpl; e++ {
-		init = append(init, cf(0))
-	}
-	res := k.loop(k.add(firstV, warp), k.addc(i, 1), int64(nw), init, func(j value.Value, c []value.Value) []value.Value {
-		inChunk := k.sge(j, p0)
-		chunkOff := k.mulc(k.add(k.mulc(k.sub(j, p0), int64(s.HKV)), hk), int64(D))
-		slot := k.b.NewSRem(j, ci64(int64(s.CacheLen)))
-		cacheOff := k.mulc(k.add(k.mulc(slot, int64(s.HKV)), hk), int64(D))
-		kp := k.b.NewSelect(inChunk, k.gep(tF32, kk, chunkOff), k.gep(tF32, kc, cacheOff))
-		vp := k.b.NewSelect(inChunk, k.gep(tF32, vv, chunkOff), k.gep(tF32, vc, cacheOff))
-		var dot value.Value = cf(0)
-		vals := make([]value.Value, dpl)
-		for e := 0; e < dpl; e++ {
-			kv := k.load(tF32, kp, dims[e])
-			vals[e] = k.load(tF32, vp, dims[e])
-			if oks[e] != nil {
-				vals[e] = k.b.NewSelect(oks[e], vals[e], cf(0))
-			}
-			dot = k.fma(qs[e], kv, dot) // q is 0 on lanes past D
-		}
-		sc := k.warpSum(dot)
-		if s.Scale != 1 {
-			sc = k.fmulc(sc, s.Scale)
-		}
-		if s.Softcap > 0 {
-			sc = k.softcap(sc, s.Softcap)
-		}
-		m := k.fmax(c[0], sc)
-		corr := k.exp(k.fsub(c[0], m))
-		p := k.exp(k.fsub(sc, m))
-		next := []value.Value{m, k.fma(c[1], corr, p)}
-		for e := 0; e < dpl; e++ {
-			next = append(next, k.fma(p, vals[e], k.fmul(c[2+e], corr)))
-		}
-		return next
-	})
-	k.ifThen(k.b.NewICmp(enum.IPredEQ, lane, ci64(0)), func() {
-		k.store(res[0], smM, warp)
-		k.store(res[1], smL, warp)
-	})
-	for e := 0; e < dpl; e++ {
-		idx := k.add(k.mulc(warp, int64(D)), dims[e])
-		k.storeIf(oks[e], res[2+e], smA, idx)
-	}
-	k.barrier()
-	var M value.Value = k.load(tF32, smM, ci64(0))
-	for w := 1; w < nw; w++ {
-		M = k.fmax(M, k.load(tF32, smM, ci64(int64(w))))
-	}
-	ws := make([]value.Value, nw)
-	var L value.Value = cf(0)
-	for w := 0; w < nw; w++ {
-		ws[w] = k.exp(k.fsub(k.load(tF32, smM, ci64(int64(w))), M))
-		L = k.fma(k.load(tF32, smL, ci64(int64(w))), ws[w], L)
-	}
-	k.forRange(k.tid(), ci64(int64(D)), int64(32*nw), func(d value.Value) {
-		var acc value.Value = cf(0)
-		for w := 0; w < nw; w++ {
-			acc = k.fma(k.load(tF32, smA, k.addc(d, int64(w*D))), ws[w], acc)
-		}
-		k.store(k.fdiv(acc, L), out, k.add(qbase, d))
+	lanes := k.headLanes(s.D)
+	qbase := k.mulc(b, int64(s.D)) // (t·HQ + h)·D
+	qs := lanes.load(k, q, qbase)
+	nw := s.warps()
+	res := k.attendKeys(s, src, lanes, qs, first, k.addc(i, 1), nw)
+	_, L, sum := k.mergeWarps(res, lanes, s.D, nw)
+	k.forRange(k.tid(), ci64(int64(s.D)), int64(32*nw), func(d value.Value) {
+		k.store(k.fdiv(sum(d), L), out, k.add(qbase, d))
 	})
 }
 

@@ -58,6 +58,8 @@ type Options struct {
 	// as bf16 engines do, instead of splitting each into hi + lo parts:
 	// half the tensor work, ~1e-3 relative error instead of ~1e-5.
 	RoundMMA bool
+	// Matvec shapes the decode GEMVs (zero: the defaults).
+	Matvec MatvecShape
 }
 
 // Sampler is the on-GPU greedy step: the argmax kernel over the decode
@@ -96,7 +98,7 @@ func Build(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options) (*Com
 	}
 	mod := NewModule(opts.Target)
 	c := &Compiled{Artifact: art, Launches: map[string][]Launch{}, Module: mod}
-	l := &lowering{c: c, mod: mod, weights: codegen.NewWeightTable(art), exactMMA: !opts.RoundMMA}
+	l := &lowering{c: c, mod: mod, weights: codegen.NewWeightTable(art), exactMMA: !opts.RoundMMA, gemv: opts.Matvec}
 	for _, e := range codegen.Entries {
 		g, err := codegen.EntryGraph(e, cfg, dtypes, opts.Context, opts.Chunk, ir.F32)
 		if err != nil {
@@ -175,6 +177,7 @@ type lowering struct {
 	qkvBusy int
 	// exactMMA splits activations into bf16 hi + lo parts (Options.RoundMMA).
 	exactMMA bool
+	gemv     MatvecShape // for one-row matvecs
 	skip     map[int]bool
 }
 
@@ -225,6 +228,11 @@ func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
 			continue
 		}
 		if done, err := l.projections(i); err != nil {
+			return nil, fmt.Errorf("%s: %w", ir.FormatValue(v), err)
+		} else if done {
+			continue
+		}
+		if done, err := l.mmaProjections(i); err != nil {
 			return nil, fmt.Errorf("%s: %w", ir.FormatValue(v), err)
 		} else if done {
 			continue
@@ -325,7 +333,7 @@ func (l *lowering) projections(i int) (bool, error) {
 	}
 	args[0] = plan.Arg{Kind: plan.ArgArena, Offset: base}
 	args = append(args, scalars)
-	spec := Matvec{R: 1, K: w0.Shape[1], N: total, WType: ir.BF16, Split: split}
+	spec := Matvec{R: 1, K: w0.Shape[1], N: total, WType: ir.BF16, Split: split, MatvecShape: l.gemv}
 	off := base
 	busy := i
 	for j, m := range mats {
@@ -348,6 +356,99 @@ func (l *lowering) projections(i int) (bool, error) {
 		return true, l.call(spec, r1.Name+"+", l.arg(r1), l.arg(r1.Args[0]), l.arg(r2), l.arg(r2.Args[0]), plan.Arg{Kind: plan.ArgRoPE}, scalars)
 	}
 	for _, r := range ropes {
+		if err := l.lower(r); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// mmaProjections lowers a run of two to four prefill matmuls of one input
+// (the query, key and value projections) as one tensor-core launch, whose
+// blocks then fill the GPU where the narrow key and value matrices alone
+// would not. Each result stays where the memory plan put it.
+func (l *lowering) mmaProjections(i int) (bool, error) {
+	vs := l.g.Values
+	v := vs[i]
+	fits := func(m *ir.Value) bool {
+		if m.Op != ir.OpMatMul || m.Args[0].Shape.Rows() < 2 {
+			return false
+		}
+		if a, ok := m.Aux.(ir.MatMul); ok && a.Softcap != 0 {
+			return false
+		}
+		w := m.Args[1]
+		return UseMMA(m.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0], w.DType) && w.Shape[0]%mmaBN == 0 &&
+			m.Shape.Last() == w.Shape[0]
+	}
+	if !fits(v) {
+		return false, nil
+	}
+	x := v.Args[0]
+	// The scan passes over the RoPEs of the projections; they run after the
+	// launch, in their order.
+	var mats, ropes []*ir.Value
+	inGroup := map[int]bool{}
+	for j := i; j < len(vs) && len(mats) < 4; j++ {
+		u := vs[j]
+		if u.Op.IsLeaf() || u.Op.IsView() {
+			continue
+		}
+		if r, _ := viewRoot(u.Args[0]); u.Op == ir.OpRoPE && inGroup[r.ID] {
+			ropes = append(ropes, u)
+			continue
+		}
+		if !fits(u) || u.Args[0] != x || u.Args[1].Shape[1] != v.Args[1].Shape[1] {
+			break
+		}
+		mats = append(mats, u)
+		inGroup[u.ID] = true
+	}
+	if len(mats) < 2 {
+		return false, nil
+	}
+	if i <= l.qkvBusy {
+		return false, nil
+	}
+	for _, m := range mats {
+		if l.lastUse[m.ID] >= len(vs) {
+			return false, nil // a program output stays where the plan put it
+		}
+	}
+	// One launch writes every output while it reads x, so they move out
+	// of the memory plan (which reuses one buffer for them in turn) into
+	// a scratch region of their own, one after the other.
+	R, K := x.Shape.Rows(), v.Args[1].Shape[1]
+	spec := MMA{R: R, K: K, Exact: l.exactMMA}
+	for _, m := range mats {
+		spec.Split = append(spec.Split, m.Shape.Last())
+		spec.N += m.Shape.Last()
+	}
+	base, err := l.reserve("projections", int64(R*spec.N*4))
+	if err != nil {
+		return false, err
+	}
+	var outs, ws []plan.Arg
+	off, busy := base, i
+	for _, m := range mats {
+		l.override[m.ID] = off
+		outs = append(outs, plan.Arg{Kind: plan.ArgArena, Offset: off})
+		ws = append(ws, l.arg(m.Args[1]))
+		off += int64(R*m.Shape.Last()) * 4
+		busy = max(busy, l.lastUse[m.ID])
+		l.skip[m.ID] = true
+	}
+	xa := l.arg(x)
+	if err := mmaAligned(spec, outs[0], xa); err != nil {
+		return false, err
+	}
+	l.qkvBusy = busy
+	args := append(append(append(outs, xa), ws...), scalars)
+	if err := l.call(spec, mats[0].Name+"+", args...); err != nil {
+		return false, err
+	}
+	for _, r := range ropes {
+		l.skip[r.ID] = true
 		if err := l.lower(r); err != nil {
 			return false, err
 		}
@@ -402,7 +503,11 @@ func (l *lowering) matmulSpec(r, k, n int, wt ir.DType, softcap float64, geglu b
 	if UseMMA(r, k, n, wt) {
 		return MMA{R: r, K: k, N: n, Softcap: softcap, GeGLU: geglu, Exact: l.exactMMA}
 	}
-	return Matvec{R: r, K: k, N: n, WType: wt, Softcap: softcap, GeGLU: geglu}
+	mv := Matvec{R: r, K: k, N: n, WType: wt, Softcap: softcap, GeGLU: geglu}
+	if r == 1 {
+		mv.MatvecShape = l.gemv
+	}
+	return mv
 }
 
 func (l *lowering) lower(v *ir.Value) error {

@@ -26,12 +26,35 @@ type Matvec struct {
 	Softcap float64
 	GeGLU   bool
 	Split   []int
+	MatvecShape
+}
+
+// MatvecShape tunes a decode GEMV's launch; zero fields take the
+// defaults, the best of bench/gpu's sweep on an H200 for the 2B's shapes
+// (4 warps of 8 loads in flight: 2–10% faster than 8 warps, and than 16
+// loads or more warps per output).
+type MatvecShape struct {
+	Warps    int // warps per block (mvWarps)
+	Unroll   int // 16-byte chunks in flight per lane (mvUnroll)
+	MinWarps int // kw grows until N·kw reaches this (mvMinWarps)
 }
 
 const (
-	mvWarps  = 8
-	mvUnroll = 8
+	mvWarps    = 4
+	mvUnroll   = 8
+	mvMinWarps = 8192
 )
+
+func orDefault(v, d int) int {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func (s Matvec) warps() int    { return orDefault(s.Warps, mvWarps) }
+func (s Matvec) unroll() int   { return orDefault(s.Unroll, mvUnroll) }
+func (s Matvec) minWarps() int { return orDefault(s.MinWarps, mvMinWarps) }
 
 func (s Matvec) Name() string {
 	op := "matvec"
@@ -47,6 +70,9 @@ func (s Matvec) Name() string {
 	}
 	if s.Softcap != 0 {
 		n += "_cap" + fname(s.Softcap)
+	}
+	if s.Warps != 0 || s.Unroll != 0 || s.MinWarps != 0 {
+		n += fmt.Sprintf("_w%du%dt%d", s.warps(), s.unroll(), s.minWarps())
 	}
 	return n
 }
@@ -64,12 +90,12 @@ func (s Matvec) Params() []string {
 	return []string{"out", "x", "w", "scalars"}
 }
 func (s Matvec) Launch() Launch {
-	return launch1(ceilDiv(s.N, mvWarps/s.kw()), 32*mvWarps)
+	return launch1(ceilDiv(s.N, s.warps()/s.kw()), 32*s.warps())
 }
 
 // kw is the number of warps that split one output's K (1, 2, 4 or 8; their
 // sums meet in shared memory): for a decode GEMV (R = 1) with few outputs,
-// the least that gives N·kw ≥ 8192 warps, kept to kw ≤ nch/8 (nch: the
+// the least that gives N·kw ≥ MinWarps warps, kept to kw ≤ nch/8 (nch: the
 // 16-byte chunks of a weight row) so each warp has chunks to stream.
 func (s Matvec) kw() int {
 	if s.R != 1 {
@@ -77,7 +103,7 @@ func (s Matvec) kw() int {
 	}
 	nch := s.K / s.epc()
 	kw := 1
-	for kw < mvWarps && s.N*kw < 8192 && nch >= 8*(2*kw) {
+	for kw < s.warps() && s.N*kw < s.minWarps() && nch >= 8*(2*kw) {
 		kw *= 2
 	}
 	return kw
@@ -126,9 +152,9 @@ func (s Matvec) emit(k *kb) {
 	if len(s.Split) > 0 {
 		np = len(s.Split)
 	}
-	_, nvalid := k.scalars(2 + np)
 	kw := s.kw()
-	rpb := mvWarps / kw // outputs per block
+	W, U := s.warps(), s.unroll()
+	rpb := W / kw // outputs per block
 	lane, warp := k.lane(), k.warpI()
 	wr, wk := k.b.NewUDiv(warp, ci64(int64(kw))), k.b.NewURem(warp, ci64(int64(kw)))
 	n := k.add(k.mulc(k.bidx(), int64(rpb)), wr)
@@ -152,9 +178,10 @@ func (s Matvec) emit(k *kb) {
 		ws[0] = w
 		wrow = k.mulc(local, int64(nch))
 	}
+	_, nvalid := k.scalars(2 + np)
 	var red value.Value
 	if kw > 1 {
-		red = k.shared(mvWarps * nw)
+		red = k.shared(W * nw)
 	}
 	rows := k.smin(nvalid, ci64(int64(s.R)))
 	k.forRange(ci64(0), rows, 1, func(r value.Value) {
@@ -186,22 +213,21 @@ func (s Matvec) emit(k *kb) {
 			}
 			return next
 		}
-		init := make([]value.Value, nw*mvUnroll)
+		init := make([]value.Value, nw*U)
 		for i := range init {
 			init[i] = cf(0)
 		}
 		// Chunks of a row: super-steps of 32·U·kw, warp wk of the row taking
 		// 32·U consecutive ones; the rest in predicated steps of 32·kw.
-		super := 32 * mvUnroll * kw
+		super := 32 * U * kw
 		full := nch / super
 		acc := init
 		if full > 0 {
 			acc = k.loop(ci64(0), ci64(int64(full)), 1, init, func(g value.Value, c []value.Value) []value.Value {
-				base := k.add(k.add(k.mulc(g, int64(super)), k.mulc(wk, 32*mvUnroll)), lane)
+				base := k.add(k.add(k.mulc(g, int64(super)), k.mulc(wk, int64(32*U))), lane)
 				next := make([]value.Value, len(c))
-				for u := 0; u < mvUnroll; u++ {
-					part := chunk(k.addc(base, int64(32*u)), c[u*nw:(u+1)*nw])
-					copy(next[u*nw:], part)
+				for u := 0; u < U; u++ {
+					copy(next[u*nw:], chunk(k.addc(base, int64(32*u)), c[u*nw:(u+1)*nw]))
 				}
 				return next
 			})
@@ -224,7 +250,7 @@ func (s Matvec) emit(k *kb) {
 		sums := make([]value.Value, nw)
 		for wi := range sums {
 			var t value.Value = acc[wi]
-			for u := 1; u < mvUnroll; u++ {
+			for u := 1; u < U; u++ {
 				t = k.fadd(t, acc[u*nw+wi])
 			}
 			sums[wi] = k.warpSum(t)

@@ -25,11 +25,17 @@ import (
 // the f32 reference to ~1e-5; without it x is rounded to nearest bf16 as
 // the other engines do, for half the tensor-core work.
 // Params: out, x, w (, up), scalars. Needs K % 16 == 0 and N % 8 == 0.
+//
+// With Split (not with GeGLU or Softcap) it computes several matrices of
+// one input in one launch, as Matvec does for decode: N = ΣSplit, each part
+// a multiple of the block's 64 columns, written to its own R×Split[i]
+// output. Params: out_0 … out_{m-1}, x, w_0 … w_{m-1}, scalars.
 type MMA struct {
 	R, K, N int
 	Softcap float64
 	GeGLU   bool
 	Exact   bool
+	Split   []int
 }
 
 const (
@@ -64,7 +70,13 @@ func (s MMA) Name() string {
 	if s.GeGLU {
 		op = "geglu_mma"
 	}
+	if len(s.Split) > 0 {
+		op = fmt.Sprintf("mma%d", len(s.Split))
+	}
 	n := fmt.Sprintf("%s_r%d_k%d_n%d_bf16", op, s.R, s.K, s.N)
+	for _, p := range s.Split {
+		n += fmt.Sprintf("_%d", p)
+	}
 	if s.Exact {
 		n += "_x2"
 	}
@@ -73,7 +85,20 @@ func (s MMA) Name() string {
 	}
 	return n
 }
-func (s MMA) Params() []string { return Matvec{GeGLU: s.GeGLU}.Params() }
+func (s MMA) Params() []string {
+	if len(s.Split) == 0 {
+		return Matvec{GeGLU: s.GeGLU}.Params()
+	}
+	var ps []string
+	for i := range s.Split {
+		ps = append(ps, fmt.Sprintf("out%d", i))
+	}
+	ps = append(ps, "x")
+	for i := range s.Split {
+		ps = append(ps, fmt.Sprintf("w%d", i))
+	}
+	return append(ps, "scalars")
+}
 func (s MMA) Launch() Launch {
 	// Row blocks vary fastest, so the blocks sharing a slice of the weights
 	// run together and read it from L2 rather than HBM.
@@ -85,6 +110,18 @@ func (s MMA) Validate() error {
 	}
 	if ceilDiv(s.N, mmaBN) > 65535 {
 		return fmt.Errorf("N = %d needs more than 65535 column blocks", s.N)
+	}
+	if len(s.Split) > 0 {
+		sum := 0
+		for _, p := range s.Split {
+			if p <= 0 || p%mmaBN != 0 {
+				return fmt.Errorf("split part %d is not a positive multiple of %d", p, mmaBN)
+			}
+			sum += p
+		}
+		if sum != s.N || s.GeGLU || s.Softcap != 0 || len(s.Split) < 2 {
+			return fmt.Errorf("split %v does not fit N = %d (or with GeGLU/softcap)", s.Split, s.N)
+		}
 	}
 	return positive("R, K and N", s.R, s.K, s.N)
 }
@@ -151,14 +188,48 @@ func (k *kb) cpAsyncWait(n int64) {
 	k.b.NewCall(k.m.intrinsic("llvm.nvvm.cp.async.wait.group", tVoid, tI32), ci32(n))
 }
 
-func (s MMA) emit(k *kb) {
-	out, x := k.param(0, tF32), k.param(1, tF32)
-	nw := s.nw()
-	ws := make([]value.Value, nw)
-	for i := range ws {
-		ws[i] = k.param(2+i, tI16)
+// mmaOperands are the pointers and column range of one block: with Split,
+// those of the matrix its 64 columns fall in.
+type mmaOperands struct {
+	out, x value.Value
+	ws     []value.Value
+	n0     value.Value // the block's first column in its matrix
+	n      value.Value // that matrix's columns
+	nvalid value.Value
+}
+
+func (s MMA) operands(k *kb) mmaOperands {
+	n0 := k.mulc(k.bidy(), mmaBN)
+	if len(s.Split) == 0 {
+		o := mmaOperands{out: k.param(0, tF32), x: k.param(1, tF32), n0: n0, n: ci64(int64(s.N))}
+		for i := 0; i < s.nw(); i++ {
+			o.ws = append(o.ws, k.param(2+i, tI16))
+		}
+		_, o.nvalid = k.scalars(2 + s.nw())
+		return o
 	}
-	_, nvalid := k.scalars(2 + nw)
+	m := len(s.Split)
+	o := mmaOperands{out: k.param(0, tF32), x: k.param(m, tF32), ws: []value.Value{k.param(m+1, tI16)},
+		n0: n0, n: ci64(int64(s.Split[0]))}
+	start := 0
+	for i, p := range s.Split {
+		if i > 0 {
+			in := k.sge(n0, ci64(int64(start)))
+			o.out = k.b.NewSelect(in, k.param(i, tF32), o.out)
+			o.ws[0] = k.b.NewSelect(in, k.param(m+1+i, tI16), o.ws[0])
+			o.n0 = k.b.NewSelect(in, k.addc(n0, int64(-start)), o.n0)
+			o.n = k.b.NewSelect(in, ci64(int64(p)), o.n)
+		}
+		start += p
+	}
+	_, o.nvalid = k.scalars(2*m + 1)
+	return o
+}
+
+func (s MMA) emit(k *kb) {
+	ops := s.operands(k)
+	out, x, ws, nvalid := ops.out, ops.x, ops.ws, ops.nvalid
+	nw := s.nw()
 	BM := s.bm()
 	WM := BM / 2      // rows per warp
 	MT := WM / 16     // m16 tiles per warp
@@ -169,7 +240,7 @@ func (s MMA) emit(k *kb) {
 	tq := k.b.NewAnd(lane, ci64(3))
 	m0 := k.mulc(k.bidx(), int64(BM))
 	k.returnIf(k.sge(m0, nvalid)) // whole blocks only: the barriers stay uniform
-	n0 := k.mulc(k.bidy(), mmaBN)
+	n0, ncols := ops.n0, ops.n
 
 	aStage := int64(BM * mmaAStride)         // f32 per stage
 	bStage := int64(nw * mmaBN * mmaBStride) // words per stage
@@ -191,7 +262,7 @@ func (s MMA) emit(k *kb) {
 		})
 	}
 	brow, bq := k.b.NewLShr(tid, ci64(1)), k.b.NewAnd(tid, ci64(1))
-	gcol := k.smin(k.add(n0, brow), ci64(int64(s.N-1)))
+	gcol := k.smin(k.add(n0, brow), k.addc(ncols, -1))
 	bSrc := k.add(k.mulc(gcol, int64(s.K)), k.mulc(bq, 8)) // bf16 index
 	bDst := k.add(k.mulc(brow, mmaBStride), k.mulc(bq, 4)) // word index
 	issue := func(kt value.Value) {
@@ -266,7 +337,7 @@ func (s MMA) emit(k *kb) {
 	for i := 0; i < MT; i++ {
 		for j := 0; j < NT; j++ {
 			col := k.add(k.add(n0, k.addc(k.mulc(wnI, 32), int64(8*j))), k.mulc(tq, 2))
-			colOK := k.slt(col, ci64(int64(s.N)))
+			colOK := k.slt(col, ncols)
 			for half := 0; half < 2; half++ {
 				row := k.add(m0, k.addc(aRow, int64(16*i+8*half)))
 				k.ifThen(k.b.NewAnd(colOK, k.slt(row, rows)), func() {
@@ -281,7 +352,7 @@ func (s MMA) emit(k *kb) {
 						}
 						ys[e] = y
 					}
-					k.storeVecIf(nil, ys, out, k.add(k.mulc(row, int64(s.N)), col))
+					k.storeVecIf(nil, ys, out, k.add(k.mul(row, ncols), col))
 				})
 			}
 		}

@@ -91,6 +91,14 @@ func (m *Module) Add(spec Spec) (int, error) {
 	k.b = k.block("entry")
 	k.exit = k.block("ret")
 	k.exit.NewRet(nil)
+	if m.Target.PDL() {
+		// Programmatic dependent launch: the next kernel in the stream may
+		// launch now, and this one waits here until the kernels before it
+		// have finished and their writes are visible, before any memory
+		// access on any path.
+		k.asm("griddepcontrol.launch_dependents;")
+		k.asm("griddepcontrol.wait;")
+	}
 	spec.emit(k)
 	k.b.NewBr(k.exit)
 	i := len(m.specs)

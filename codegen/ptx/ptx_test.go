@@ -14,12 +14,17 @@ const models = "../../../shared/testdata/models"
 
 func build(t *testing.T, model string, context, chunk int) *Compiled {
 	t.Helper()
+	return buildFor(t, model, context, chunk, DefaultTarget)
+}
+
+func buildFor(t *testing.T, model string, context, chunk int, target Target) *Compiled {
+	t.Helper()
 	ckpt, err := frontend.Open(filepath.Join(models, model))
 	if err != nil {
 		t.Skipf("no test model: %v", err)
 	}
 	defer ckpt.Close()
-	c, err := Build(ckpt.Config, ckpt.WeightDTypes(), Options{Context: context, Chunk: chunk})
+	c, err := Build(ckpt.Config, ckpt.WeightDTypes(), Options{Target: target, Context: context, Chunk: chunk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +60,11 @@ func TestPTXForTestModels(t *testing.T) {
 
 func checkPTX(t *testing.T, c *Compiled) {
 	t.Helper()
-	for _, want := range []string{".target " + c.Module.Target.SM, ".version 7.5", ".address_size 64"} {
+	version := ".version 7.5"
+	if c.Module.Target.PDL() {
+		version = ".version 7.8"
+	}
+	for _, want := range []string{".target " + c.Module.Target.SM, version, ".address_size 64"} {
 		if !strings.Contains(c.PTX, want) {
 			t.Errorf("PTX lacks %q", want)
 		}

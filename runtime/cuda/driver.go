@@ -49,7 +49,7 @@ var required = []string{
 
 var optional = []string{
 	"cuStreamBeginCapture_v2", "cuStreamEndCapture", "cuGraphInstantiateWithFlags",
-	"cuGraphLaunch", "cuGraphExecDestroy", "cuGraphDestroy",
+	"cuGraphLaunch", "cuGraphExecDestroy", "cuGraphDestroy", "cuLaunchKernelEx",
 }
 
 // load opens the driver library once.
@@ -299,6 +299,40 @@ func (dv *Device) launch(f uintptr, grid, block [3]uint32, shared uint32, stream
 		uintptr(shared), stream, uintptr(params), 0))
 }
 
+// launchConfig is CUlaunchConfig; launchAttribute is CUlaunchAttribute (an
+// id, padding, and a 64-byte value union).
+type launchConfig struct {
+	grid, block [3]uint32
+	shared      uint32
+	_           uint32
+	stream      uintptr
+	attrs       uintptr
+	numAttrs    uint32
+	_           uint32
+}
+
+type launchAttribute struct {
+	id    uint32
+	_     uint32
+	value [64]byte
+}
+
+// cuLaunchAttributeProgrammaticStreamSerialization lets a launch start
+// before the previous kernel in the stream has finished; the kernel waits
+// for it with griddepcontrol.wait.
+const cuLaunchAttributeProgrammaticStreamSerialization = 6
+
+// launchPDL is launch with programmatic dependent launch allowed.
+func (dv *Device) launchPDL(f uintptr, grid, block [3]uint32, shared uint32, stream uintptr, params unsafe.Pointer) error {
+	attr := launchAttribute{id: cuLaunchAttributeProgrammaticStreamSerialization}
+	attr.value[0] = 1
+	cfg := launchConfig{grid: grid, block: block, shared: shared, stream: stream, attrs: uintptr(unsafe.Pointer(&attr)), numAttrs: 1}
+	r := dv.d.call("cuLaunchKernelEx", uintptr(unsafe.Pointer(&cfg)), f, uintptr(params), 0)
+	runtime.KeepAlive(&attr)
+	runtime.KeepAlive(&cfg)
+	return dv.d.check("cuLaunchKernelEx", r)
+}
+
 func (dv *Device) newStream() (uintptr, error) {
 	var s uintptr
 	return s, dv.d.check("cuStreamCreate", dv.d.call("cuStreamCreate", uintptr(unsafe.Pointer(&s)), 1)) // NON_BLOCKING
@@ -306,6 +340,34 @@ func (dv *Device) newStream() (uintptr, error) {
 
 func (dv *Device) sync(stream uintptr) error {
 	return dv.d.check("cuStreamSynchronize", dv.d.call("cuStreamSynchronize", stream))
+}
+
+// timeReps runs run reps times on stream between two CUDA events and
+// returns the GPU time per run in seconds.
+func (dv *Device) timeReps(stream uintptr, reps int, run func() error) (float64, error) {
+	d := dv.d
+	var ev [2]uintptr
+	for i := range ev {
+		if err := d.check("cuEventCreate", d.call("cuEventCreate", uintptr(unsafe.Pointer(&ev[i])), 0)); err != nil {
+			return 0, err
+		}
+		defer d.call("cuEventDestroy_v2", ev[i])
+	}
+	d.call("cuEventRecord", ev[0], stream)
+	for i := 0; i < reps; i++ {
+		if err := run(); err != nil {
+			return 0, err
+		}
+	}
+	d.call("cuEventRecord", ev[1], stream)
+	if err := d.check("cuEventSynchronize", d.call("cuEventSynchronize", ev[1])); err != nil {
+		return 0, err
+	}
+	var ms float32
+	if err := d.check("cuEventElapsedTime", d.call("cuEventElapsedTime", uintptr(unsafe.Pointer(&ms)), ev[0], ev[1])); err != nil {
+		return 0, err
+	}
+	return float64(ms) / 1e3 / float64(reps), nil
 }
 
 // Bandwidth measures device-to-device copy bandwidth in bytes/s: reps
@@ -335,34 +397,15 @@ func (dv *Device) Bandwidth(bytes int64, reps int) (float64, error) {
 		return 0, err
 	}
 	defer d.call("cuStreamDestroy_v2", s)
-	var e0, e1 uintptr
-	if err := d.check("cuEventCreate", d.call("cuEventCreate", uintptr(unsafe.Pointer(&e0)), 0)); err != nil {
-		return 0, err
-	}
-	defer d.call("cuEventDestroy_v2", e0)
-	if err := d.check("cuEventCreate", d.call("cuEventCreate", uintptr(unsafe.Pointer(&e1)), 0)); err != nil {
-		return 0, err
-	}
-	defer d.call("cuEventDestroy_v2", e1)
 	copyOnce := func() error {
 		return d.check("cuMemcpyDtoDAsync_v2", d.call("cuMemcpyDtoDAsync_v2", b, a, uintptr(half), s))
 	}
 	if err := copyOnce(); err != nil {
 		return 0, err
 	}
-	d.call("cuEventRecord", e0, s)
-	for i := 0; i < reps; i++ {
-		if err := copyOnce(); err != nil {
-			return 0, err
-		}
-	}
-	d.call("cuEventRecord", e1, s)
-	if err := d.check("cuEventSynchronize", d.call("cuEventSynchronize", e1)); err != nil {
+	secs, err := dv.timeReps(s, reps, copyOnce)
+	if err != nil {
 		return 0, err
 	}
-	var ms float32
-	if err := d.check("cuEventElapsedTime", d.call("cuEventElapsedTime", uintptr(unsafe.Pointer(&ms)), e0, e1)); err != nil {
-		return 0, err
-	}
-	return float64(2*half*int64(reps)) / (float64(ms) / 1e3), nil
+	return float64(2*half) / secs, nil
 }

@@ -21,12 +21,22 @@ type Options struct {
 	// NoGraphs launches every kernel of a decode step from the host instead
 	// of replaying the step captured once as a CUDA graph.
 	NoGraphs bool
+	// NoPDL launches every decode kernel only after the one before it has
+	// finished, instead of letting it start early (programmatic dependent
+	// launch, for sm_90 builds: the kernels wait with griddepcontrol.wait).
+	NoPDL bool
+	// PDLPrefill lets prefill kernels start early too. It is off: on an
+	// H200 it made the 2B's 512-token prefill slower (bench/gpu).
+	PDLPrefill bool
 	// Chunk is the prefill chunk when the engine compiles the model itself
 	// (NewEngineFunc); 0 means 256.
 	Chunk int
 	// PTXCache is a directory of PTX compiled earlier (codegen/ptx's cache),
 	// for machines without LLVM.
 	PTXCache string
+	// Target is the GPU the engine compiles for (Compile, NewEngineFunc);
+	// the zero value means ptx.DefaultTarget.
+	Target ptx.Target
 }
 
 // Engine runs a compiled model on one GPU. It implements model.Engine.
@@ -62,7 +72,7 @@ func NewEngineFunc(opts Options) func(*frontend.Checkpoint, model.Options) (mode
 
 // Compile lowers a checkpoint's model for the GPU and gets its PTX.
 func Compile(ckpt *frontend.Checkpoint, context int, opts Options) (*ptx.Compiled, error) {
-	c, err := ptx.Build(ckpt.Config, ckpt.WeightDTypes(), ptx.Options{Context: context, Chunk: opts.Chunk})
+	c, err := ptx.Build(ckpt.Config, ckpt.WeightDTypes(), ptx.Options{Target: opts.Target, Context: context, Chunk: opts.Chunk})
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +206,30 @@ func (e *Engine) SetGraphs(on bool) {
 	e.opts.NoGraphs = !on
 }
 
+// SetPDL turns programmatic dependent launch on or off (sm_90 builds),
+// for decode and, with prefill, for prefill too.
+func (e *Engine) SetPDL(on, prefill bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.opts.NoPDL = !on
+	e.opts.PDLPrefill = on && prefill
+}
+
+// PDL reports whether kernels may start before the one before them ends:
+// the model was compiled for sm_90 or newer, the driver has
+// cuLaunchKernelEx, and it was not turned off.
+func (e *Engine) PDL() bool {
+	return e.c.Module.Target.PDL() && !e.opts.NoPDL && e.dev.d.has("cuLaunchKernelEx")
+}
+
+// launch launches one kernel of program name on the engine's stream.
+func (e *Engine) launch(name string, f uintptr, l ptx.Launch, params unsafe.Pointer) error {
+	if e.PDL() && (name == "decode" || e.opts.PDLPrefill) {
+		return e.dev.launchPDL(f, l.Grid, l.Block, l.Shared, e.stream, params)
+	}
+	return e.dev.launch(f, l.Grid, l.Block, l.Shared, e.stream, params)
+}
+
 // Graphs reports whether decode steps replay CUDA graphs.
 func (e *Engine) Graphs() bool { return !e.opts.NoGraphs && e.GraphErr == nil }
 
@@ -238,14 +272,16 @@ func (e *Engine) closeLocked() error {
 // State is one sequence on the GPU: its KV cache, arena, and the call
 // buffer (scalars {pos, n_valid} as i64, then the token ids as i32).
 type State struct {
-	e          *Engine
-	kv, arena  devptr
-	io         devptr
-	maxTokens  int
-	params     map[string][][]unsafe.Pointer
-	vals       [][]uint64
-	graphs     map[string]uintptr
-	argmaxArgs []unsafe.Pointer
+	e         *Engine
+	kv, arena devptr
+	io        devptr
+	maxTokens int
+	params    map[string][][]unsafe.Pointer
+	vals      [][]uint64
+	graphs    map[string]uintptr
+	// samplerArgs are the launch arguments of the argmax and sample
+	// kernels (indexed by sampler).
+	samplerArgs [numSamplers][]unsafe.Pointer
 }
 
 // NewState allocates one sequence on the device.
@@ -292,7 +328,8 @@ func (e *Engine) NewGPUState() (*State, error) {
 		}
 		s.params[name] = steps
 	}
-	s.argmaxArgs = s.resolve(e.c.Argmax.Args)
+	s.samplerArgs[argmaxSampler] = s.resolve(e.c.Argmax.Args)
+	s.samplerArgs[drawSampler] = s.resolve(e.c.Sample.Args)
 	e.states = append(e.states, s)
 	return s, nil
 }
@@ -371,7 +408,7 @@ func (s *State) Forward(tokens []int32, pos int, all bool) ([]float32, error) {
 		if err := s.setInput(p, tokens[start:end], pos+start); err != nil {
 			return nil, err
 		}
-		if err := s.runProgram(name, false); err != nil {
+		if err := s.runProgram(name, noSampler); err != nil {
 			return nil, err
 		}
 		rows := p.Output.Rows
@@ -426,55 +463,78 @@ func (s *State) setInput(p *plan.Program, tokens []int32, pos int) error {
 	return err
 }
 
-// runProgram launches a program's steps (and the argmax sampler when
-// sample is set) on the engine's stream; decode steps replay a CUDA graph
-// captured on first use unless graphs are off.
-func (s *State) runProgram(name string, sample bool) error {
+// sampler is the kernel that may follow a decode step on the GPU.
+type sampler int
+
+const (
+	noSampler     sampler = iota
+	argmaxSampler         // greedy: ptx.Argmax
+	drawSampler           // temperature, top-k, top-p, min-p: ptx.Sample
+	numSamplers
+)
+
+func (e *Engine) samplerKernel(smp sampler) ptx.Sampler {
+	if smp == argmaxSampler {
+		return e.c.Argmax
+	}
+	return e.c.Sample
+}
+
+// runProgram launches a program's steps (and a sampler after them) on the
+// engine's stream; decode steps replay a CUDA graph captured on first use
+// unless graphs are off.
+func (s *State) runProgram(name string, smp sampler) error {
 	if name == "decode" && !s.e.opts.NoGraphs && s.e.GraphErr == nil {
-		key := name
-		if sample {
-			key += "+argmax"
+		key := fmt.Sprintf("%s+%d", name, smp)
+		if s.e.PDL() {
+			key += "+pdl"
 		}
 		g, ok := s.graphs[key]
 		if !ok {
 			var err error
-			if g, err = s.capture(name, sample); err != nil {
+			if g, err = s.capture(func() error { return s.launchAll(name, smp) }); err != nil {
 				s.e.GraphErr = err // fall back to plain launches from now on
-				return s.launchAll(name, sample)
+				return s.launchAll(name, smp)
 			}
 			s.graphs[key] = g
 		}
 		return s.e.dev.d.check("cuGraphLaunch", s.e.dev.d.call("cuGraphLaunch", g, s.e.stream))
 	}
-	return s.launchAll(name, sample)
+	return s.launchAll(name, smp)
 }
 
-func (s *State) launchAll(name string, sample bool) error {
+func (s *State) launchAll(name string, smp sampler) error {
 	c := s.e.c
 	p := c.Artifact.Programs[name]
 	for i, st := range p.Steps {
 		l := c.Launches[name][i]
 		prm := s.params[name][i]
-		if err := s.e.dev.launch(s.e.funcs[st.Kernel], l.Grid, l.Block, l.Shared, s.e.stream, unsafe.Pointer(&prm[0])); err != nil {
+		if err := s.e.launch(name, s.e.funcs[st.Kernel], l, unsafe.Pointer(&prm[0])); err != nil {
 			return fmt.Errorf("%s step %d (%s): %w", name, i, c.Artifact.Kernels[st.Kernel], err)
 		}
 	}
-	if sample {
-		l := c.Argmax.Launch
-		if err := s.e.dev.launch(s.e.funcs[c.Argmax.Kernel], l.Grid, l.Block, l.Shared, s.e.stream, unsafe.Pointer(&s.argmaxArgs[0])); err != nil {
-			return fmt.Errorf("argmax: %w", err)
-		}
+	if smp != noSampler {
+		return s.launchSampler(smp)
 	}
 	return nil
 }
 
-// capture records a program's launches as a CUDA graph and instantiates it.
-func (s *State) capture(name string, sample bool) (uintptr, error) {
+func (s *State) launchSampler(smp sampler) error {
+	k := s.e.samplerKernel(smp)
+	if err := s.e.launch("decode", s.e.funcs[k.Kernel], k.Launch, unsafe.Pointer(&s.samplerArgs[smp][0])); err != nil {
+		return fmt.Errorf("%s: %w", s.e.c.Artifact.Kernels[k.Kernel], err)
+	}
+	return nil
+}
+
+// capture records launch's work on the engine's stream as a CUDA graph and
+// instantiates it.
+func (s *State) capture(launch func() error) (uintptr, error) {
 	d := s.e.dev.d
 	if err := d.check("cuStreamBeginCapture_v2", d.call("cuStreamBeginCapture_v2", s.e.stream, 1)); err != nil { // THREAD_LOCAL
 		return 0, err
 	}
-	lerr := s.launchAll(name, sample)
+	lerr := launch()
 	var graph uintptr
 	if err := d.check("cuStreamEndCapture", d.call("cuStreamEndCapture", s.e.stream, uintptr(unsafe.Pointer(&graph)))); err != nil {
 		return 0, errors.Join(lerr, err)
@@ -495,6 +555,12 @@ func (s *State) capture(name string, sample bool) (uintptr, error) {
 // writes the next input token and advances the position on the device, so
 // only the token ids cross to the host (4 bytes per step).
 func (s *State) Greedy(token int32, pos, n int) ([]int32, error) {
+	return s.generate(token, pos, n, argmaxSampler, nil)
+}
+
+// generate runs n decode steps, each followed by smp; settings, when not
+// nil, are the sample kernel's, written first.
+func (s *State) generate(token int32, pos, n int, smp sampler, settings *ptx.SampleSettings) ([]int32, error) {
 	if n <= 0 {
 		return nil, nil
 	}
@@ -509,13 +575,18 @@ func (s *State) Greedy(token int32, pos, n int) ([]int32, error) {
 	if err := s.e.dev.bind(); err != nil {
 		return nil, err
 	}
+	if settings != nil {
+		if err := s.writeSettings(*settings); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.setInput(p, []int32{token}, pos); err != nil {
 		return nil, err
 	}
 	out := make([]int32, n)
 	d := s.e.dev.d
 	for i := range out {
-		if err := s.runProgram("decode", true); err != nil {
+		if err := s.runProgram("decode", smp); err != nil {
 			return nil, err
 		}
 		if err := d.check("cuMemcpyDtoHAsync_v2", d.call("cuMemcpyDtoHAsync_v2", uintptr(unsafe.Pointer(&out[i])), s.io+16, 4, s.e.stream)); err != nil {

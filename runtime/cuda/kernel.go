@@ -100,6 +100,13 @@ func (b *Buffer) Free() error { return b.dv.with(func() error { return b.dv.free
 // for it. Launch times the same launch reps times (after one untimed run)
 // when reps > 0 and returns the mean seconds per launch.
 func (k *Kernels) Launch(name string, grid, block [3]uint32, shared uint32, reps int, bufs ...*Buffer) (float64, error) {
+	return k.LaunchSets(name, grid, block, shared, reps, [][]*Buffer{bufs})
+}
+
+// LaunchSets is Launch over several argument sets: the untimed run uses
+// the first, timed run i the set i mod len(sets), so that inputs larger
+// than the GPU's L2 in all are read from memory, as in a model.
+func (k *Kernels) LaunchSets(name string, grid, block [3]uint32, shared uint32, reps int, sets [][]*Buffer) (float64, error) {
 	var secs float64
 	err := k.dv.with(func() error {
 		f, ok := k.funcs[name]
@@ -110,18 +117,25 @@ func (k *Kernels) Launch(name string, grid, block [3]uint32, shared uint32, reps
 			}
 			k.funcs[name] = f
 		}
-		ptrs := make([]devptr, len(bufs))
-		params := make([]unsafe.Pointer, len(bufs))
-		for i, b := range bufs {
-			ptrs[i] = b.ptr
-			params[i] = unsafe.Pointer(&ptrs[i])
+		ptrs := make([][]devptr, len(sets))
+		params := make([][]unsafe.Pointer, len(sets))
+		for s, bufs := range sets {
+			ptrs[s] = make([]devptr, len(bufs))
+			params[s] = make([]unsafe.Pointer, len(bufs))
+			for i, b := range bufs {
+				ptrs[s][i] = b.ptr
+				params[s][i] = unsafe.Pointer(&ptrs[s][i])
+			}
 		}
 		defer runtime.KeepAlive(ptrs)
+		next := 0
 		run := func() error {
-			if len(params) == 0 {
+			p := params[next%len(params)]
+			next++
+			if len(p) == 0 {
 				return k.dv.launch(f, grid, block, shared, k.stream, nil)
 			}
-			return k.dv.launch(f, grid, block, shared, k.stream, unsafe.Pointer(&params[0]))
+			return k.dv.launch(f, grid, block, shared, k.stream, unsafe.Pointer(&p[0]))
 		}
 		if err := run(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -132,29 +146,11 @@ func (k *Kernels) Launch(name string, grid, block [3]uint32, shared uint32, reps
 		if reps <= 0 {
 			return nil
 		}
-		d := k.dv.d
-		var e0, e1 uintptr
-		for _, e := range []*uintptr{&e0, &e1} {
-			if err := d.check("cuEventCreate", d.call("cuEventCreate", uintptr(unsafe.Pointer(e)), 0)); err != nil {
-				return err
-			}
-			defer d.call("cuEventDestroy_v2", *e)
-		}
-		d.call("cuEventRecord", e0, k.stream)
-		for i := 0; i < reps; i++ {
-			if err := run(); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-		}
-		d.call("cuEventRecord", e1, k.stream)
-		if err := d.check("cuEventSynchronize", d.call("cuEventSynchronize", e1)); err != nil {
+		var err error
+		secs, err = k.dv.timeReps(k.stream, reps, run)
+		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		var ms float32
-		if err := d.check("cuEventElapsedTime", d.call("cuEventElapsedTime", uintptr(unsafe.Pointer(&ms)), e0, e1)); err != nil {
-			return err
-		}
-		secs = float64(ms) / 1e3 / float64(reps)
 		return nil
 	})
 	return secs, err

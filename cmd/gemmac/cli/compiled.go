@@ -44,7 +44,7 @@ func RunCUDA(kernels string, build []byte, args []string) int {
 		if opts.Context != info.Context {
 			return nil, fmt.Errorf("this binary was compiled for a context of %d tokens, not %d (rebuild with --max-seq %d)", info.Context, opts.Context, opts.Context)
 		}
-		c, err := ptx.Build(ckpt.Config, ckpt.WeightDTypes(), ptx.Options{Target: info.Target, Context: info.Context, Chunk: info.Chunk})
+		c, err := ptx.Build(ckpt.Config, ckpt.WeightDTypes(), info.Options())
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,140 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"unsafe"
+
+	"github.com/gemmac/gemmac/codegen/ptx"
+	"github.com/gemmac/gemmac/runtime/sample"
+)
+
+// sampleGraph is the graph key of a decode step followed by the sampler.
+const sampleGraph = "decode+sample"
+
+// GPUSettings turns sampling options into the sampler's settings buffer,
+// refusing what the GPU sampler cannot do.
+func GPUSettings(o sample.Options) (ptx.SampleSettings, error) {
+	if err := o.Validate(); err != nil {
+		return ptx.SampleSettings{}, err
+	}
+	if o.RepetitionPenalty != 0 && o.RepetitionPenalty != 1 {
+		return ptx.SampleSettings{}, fmt.Errorf("cuda: the GPU sampler has no repetition penalty (it would need the token history on the device); sample on the host with runtime/sample instead")
+	}
+	s := ptx.SampleSettings{Temperature: o.Temperature, TopK: int32(min(o.TopK, math.MaxInt32)), TopP: o.TopP, MinP: o.MinP, Seed: o.Seed}
+	if s.TopP == 0 {
+		s.TopP = 1 // runtime/sample: 0 or 1 turns top-p off
+	}
+	return s, nil
+}
+
+// writeSettings copies the sampler's settings into the state's arena.
+func (s *State) writeSettings(set ptx.SampleSettings) error {
+	off, err := s.e.c.Sample.SettingsOffset()
+	if err != nil {
+		return err
+	}
+	buf := set.Bytes()
+	d := s.e.dev.d
+	err = d.check("cuMemcpyHtoDAsync_v2", d.call("cuMemcpyHtoDAsync_v2", s.arena+uintptr(off), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), s.e.stream))
+	if err == nil {
+		err = s.e.dev.sync(s.e.stream)
+	}
+	runtime.KeepAlive(buf)
+	return err
+}
+
+// Sample generates n tokens after token at position pos with o, entirely on
+// the GPU, as Greedy does: each step runs the decode program and the
+// sampler kernel (temperature, top-k, top-p, min-p; codegen/ptx.Sample),
+// which draws with a random number computed on the device from o.Seed and
+// the position, writes the next input token and advances the position, so
+// only token ids cross to the host. The same seed, position and logits
+// give the same token; the stream differs from runtime/sample's (another
+// generator), the distribution is the same. A repetition penalty is
+// refused: it needs the history, which stays on the host.
+func (s *State) Sample(token int32, pos, n int, o sample.Options) ([]int32, error) {
+	set, err := GPUSettings(o)
+	if err != nil {
+		return nil, err
+	}
+	return s.generate(token, pos, n, drawSampler, &set)
+}
+
+// SampleLogits runs only the sampler on the given logits (for checks): it
+// copies them where the decode program leaves its logits, sets the
+// position to pos, and draws count tokens, one launch each (the position,
+// hence the random number, advances with every draw). The state's logits
+// and call buffer are overwritten; its KV cache is not touched.
+func (s *State) SampleLogits(logits []float32, o sample.Options, pos, count int) ([]int32, error) {
+	set, err := GPUSettings(o)
+	if err != nil {
+		return nil, err
+	}
+	p := s.e.c.Artifact.Programs["decode"]
+	if len(logits) != p.Output.Cols {
+		return nil, fmt.Errorf("%d logits for a vocabulary of %d", len(logits), p.Output.Cols)
+	}
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := s.e.dev.bind(); err != nil {
+		return nil, err
+	}
+	if err := s.writeSettings(set); err != nil {
+		return nil, err
+	}
+	if err := s.setInput(p, []int32{0}, min(pos, s.e.c.Artifact.Context-1)); err != nil {
+		return nil, err
+	}
+	d := s.e.dev.d
+	// setInput bounds pos by the context; the sampler does not care.
+	pos64 := int64(pos)
+	if err := d.check("cuMemcpyHtoDAsync_v2", d.call("cuMemcpyHtoDAsync_v2", s.io, uintptr(unsafe.Pointer(&pos64)), 8, s.e.stream)); err != nil {
+		return nil, err
+	}
+	if err := d.check("cuMemcpyHtoDAsync_v2", d.call("cuMemcpyHtoDAsync_v2", s.arena+uintptr(p.Output.Offset),
+		uintptr(unsafe.Pointer(&logits[0])), uintptr(4*len(logits)), s.e.stream)); err != nil {
+		return nil, err
+	}
+	if err := s.e.dev.sync(s.e.stream); err != nil {
+		return nil, err
+	}
+	runtime.KeepAlive(&pos64)
+	out := make([]int32, count)
+	for i := range out {
+		if err := s.launchSampler(drawSampler); err != nil {
+			return nil, err
+		}
+		if err := d.check("cuMemcpyDtoHAsync_v2", d.call("cuMemcpyDtoHAsync_v2", uintptr(unsafe.Pointer(&out[i])), s.io+16, 4, s.e.stream)); err != nil {
+			return nil, err
+		}
+		if err := s.e.dev.sync(s.e.stream); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// TimeSampler launches the sampler reps times back to back on the logits
+// already in place (SampleLogits leaves them) with the settings in place,
+// and returns the GPU time per launch in milliseconds (CUDA events).
+func (s *State) TimeSampler(reps int) (float64, error) {
+	if reps <= 0 {
+		return 0, fmt.Errorf("reps must be positive")
+	}
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := s.e.dev.bind(); err != nil {
+		return 0, err
+	}
+	if err := s.launchSampler(drawSampler); err != nil { // warm-up
+		return 0, err
+	}
+	secs, err := s.e.dev.timeReps(s.e.stream, reps, func() error { return s.launchSampler(drawSampler) })
+	return secs * 1e3, err
+}
