@@ -256,15 +256,28 @@ func mustJSON(v any) []byte {
 // the interpreter. bench/gpu/check_binary.sh runs the same binary on a GPU.
 func TestCUDABinaryWithoutAGPU(t *testing.T) {
 	gemmac, _ := gemmacBuild(t)
-	bin := filepath.Join(t.TempDir(), "tiny-cuda")
-	cmd := exec.Command(gemmac, "build", "--model", modelDir("tiny"), "--target", "cuda:sm_80", "--max-seq", "64", "--emit", "ptx", "-o", bin)
-	cmd.Env = append(os.Environ(), "GEMMAC_SRC="+mustAbs(".."))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("gemmac build --target cuda: %v\n%s", err, out)
-	}
-	ptxText, err := os.ReadFile(bin + ".ptx")
-	if err != nil || !strings.Contains(string(ptxText), ".target sm_80") || !strings.Contains(string(ptxText), ".entry") {
-		t.Fatalf("--emit ptx wrote no PTX for sm_80: %v", err)
+	var bin string
+	// sm_90 builds pass LLVM 14 (which stops at sm_86) and add
+	// programmatic dependent launch, an sm_90 PTX 7.8 instruction.
+	for _, c := range []struct{ sm, version, pdl string }{{"sm_90", ".version 7.8", "griddepcontrol.wait"}, {"sm_80", ".version 7.5", ""}} {
+		bin = filepath.Join(t.TempDir(), "tiny-cuda")
+		cmd := exec.Command(gemmac, "build", "--model", modelDir("tiny"), "--target", "cuda:"+c.sm, "--max-seq", "64", "--emit", "ptx", "-o", bin)
+		cmd.Env = append(os.Environ(), "GEMMAC_SRC="+mustAbs(".."))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("gemmac build --target cuda:%s: %v\n%s", c.sm, err, out)
+		}
+		ptxText, err := os.ReadFile(bin + ".ptx")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{".target " + c.sm, c.version, ".entry", c.pdl} {
+			if !strings.Contains(string(ptxText), want) {
+				t.Errorf("--emit ptx for %s lacks %q", c.sm, want)
+			}
+		}
+		if c.pdl == "" && strings.Contains(string(ptxText), "griddepcontrol") {
+			t.Errorf("PTX for %s uses griddepcontrol (sm_90 only)", c.sm)
+		}
 	}
 	if _, err := exec.LookPath("nvidia-smi"); err == nil {
 		t.Skip("a GPU is present: the no-driver path cannot be tested here")

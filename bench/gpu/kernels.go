@@ -61,9 +61,10 @@ func mmaModule() (*ptx.Module, error) {
 	return m, nil
 }
 
-// checkKernels runs every mmaCase on the device.
-func checkKernels(dv *cuda.Device) ([]KernelCheck, error) {
-	m, err := mmaModule()
+// loadModule builds a module of single kernels, takes its PTX from the
+// cache (or llc) and loads it.
+func loadModule(dv *cuda.Device, build func() (*ptx.Module, error)) (*cuda.Kernels, error) {
+	m, err := build()
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +72,12 @@ func checkKernels(dv *cuda.Device) ([]KernelCheck, error) {
 	if err != nil {
 		return nil, err
 	}
-	ks, err := dv.LoadKernels(src)
+	return dv.LoadKernels(src)
+}
+
+// checkKernels runs every mmaCase on the device.
+func checkKernels(dv *cuda.Device) ([]KernelCheck, error) {
+	ks, err := loadModule(dv, mmaModule)
 	if err != nil {
 		return nil, err
 	}
@@ -301,15 +307,7 @@ type GEMVTime struct {
 // enough copies that they stream from HBM, and checks its outputs against
 // float64.
 func sweepGEMV(dv *cuda.Device) ([]GEMVTime, error) {
-	m, err := gemvModule()
-	if err != nil {
-		return nil, err
-	}
-	src, err := m.PTX(*ptxCache)
-	if err != nil {
-		return nil, err
-	}
-	ks, err := dv.LoadKernels(src)
+	ks, err := loadModule(dv, gemvModule)
 	if err != nil {
 		return nil, err
 	}

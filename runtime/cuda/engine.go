@@ -584,19 +584,27 @@ func (s *State) generate(token int32, pos, n int, smp sampler, settings *ptx.Sam
 		return nil, err
 	}
 	out := make([]int32, n)
-	d := s.e.dev.d
 	for i := range out {
-		if err := s.runProgram("decode", smp); err != nil {
-			return nil, err
-		}
-		if err := d.check("cuMemcpyDtoHAsync_v2", d.call("cuMemcpyDtoHAsync_v2", uintptr(unsafe.Pointer(&out[i])), s.io+16, 4, s.e.stream)); err != nil {
-			return nil, err
-		}
-		if err := s.e.dev.sync(s.e.stream); err != nil {
+		var err error
+		if out[i], err = s.nextToken(func() error { return s.runProgram("decode", smp) }); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// nextToken runs a step that ends in a sampler and returns the token id it
+// wrote for the next step.
+func (s *State) nextToken(run func() error) (int32, error) {
+	if err := run(); err != nil {
+		return 0, err
+	}
+	var tok int32
+	d := s.e.dev.d
+	if err := d.check("cuMemcpyDtoHAsync_v2", d.call("cuMemcpyDtoHAsync_v2", uintptr(unsafe.Pointer(&tok)), s.io+16, 4, s.e.stream)); err != nil {
+		return 0, err
+	}
+	return tok, s.e.dev.sync(s.e.stream)
 }
 
 // DecodeArgmax runs one decode step and returns the greedy next token.

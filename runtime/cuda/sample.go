@@ -105,13 +105,7 @@ func (s *State) SampleLogits(logits []float32, o sample.Options, pos, count int)
 	runtime.KeepAlive(&pos64)
 	out := make([]int32, count)
 	for i := range out {
-		if err := s.launchSampler(drawSampler); err != nil {
-			return nil, err
-		}
-		if err := d.check("cuMemcpyDtoHAsync_v2", d.call("cuMemcpyDtoHAsync_v2", uintptr(unsafe.Pointer(&out[i])), s.io+16, 4, s.e.stream)); err != nil {
-			return nil, err
-		}
-		if err := s.e.dev.sync(s.e.stream); err != nil {
+		if out[i], err = s.nextToken(func() error { return s.launchSampler(drawSampler) }); err != nil {
 			return nil, err
 		}
 	}

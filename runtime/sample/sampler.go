@@ -60,6 +60,33 @@ func (s *Sampler) Sample(logits []float32, history []int) int {
 	return int(draw(cand, w, u))
 }
 
+// Distribution returns the tokens that survive the filters for logits
+// with no history (so no repetition penalty applies), each with the
+// probability Sample draws it with; some may be 0 (beside a +Inf logit, or
+// far below the top at a low temperature). At temperature 0, or when no
+// logit is above -Inf, it is the greedy choice alone. Other samplers (the
+// GPU's) are checked against it.
+func (s *Sampler) Distribution(logits []float32) map[int32]float64 {
+	x := s.prepare(logits, nil)
+	greedy := map[int32]float64{int32(Argmax(x)): 1}
+	if s.opts.greedy() {
+		return greedy
+	}
+	cand, w := s.filter(x)
+	if len(cand) == 0 {
+		return greedy
+	}
+	var total float64
+	for _, wi := range w {
+		total += wi
+	}
+	out := make(map[int32]float64, len(cand))
+	for i, id := range cand {
+		out[id] = w[i] / total
+	}
+	return out
+}
+
 // filter applies temperature, top-k, top-p and min-p, in Hugging Face's
 // order, and returns the surviving token ids with their unnormalised
 // probabilities. The slices alias the Sampler's scratch buffers.

@@ -403,3 +403,43 @@ func referenceSupport(x []float32, o Options) []int32 {
 	}
 	return out
 }
+
+// TestDistribution checks the probabilities by hand on logits whose
+// softmax is 4/7, 2/7, 1/7 (and an impossible token), and against Sample's
+// frequencies on random logits.
+func TestDistribution(t *testing.T) {
+	x := append(logProbs(4, 2, 1), float32(math.Inf(-1)))
+	for _, c := range []struct {
+		o    Options
+		want map[int32]float64
+	}{
+		{Options{}, map[int32]float64{0: 1}},
+		{Options{Temperature: 1}, map[int32]float64{0: 4.0 / 7, 1: 2.0 / 7, 2: 1.0 / 7}},
+		{Options{Temperature: 1, TopK: 2}, map[int32]float64{0: 4.0 / 6, 1: 2.0 / 6}},
+		{Options{Temperature: 1, TopP: 0.5}, map[int32]float64{0: 1}},
+		{Options{Temperature: 1, TopP: 0.6}, map[int32]float64{0: 4.0 / 6, 1: 2.0 / 6}},
+		{Options{Temperature: 1, MinP: 0.4}, map[int32]float64{0: 4.0 / 6, 1: 2.0 / 6}},
+		{Options{Temperature: 0.5}, map[int32]float64{0: 16.0 / 21, 1: 4.0 / 21, 2: 1.0 / 21}},
+	} {
+		got := mustNew(t, c.o).Distribution(x)
+		if len(got) != len(c.want) {
+			t.Errorf("%+v: %v; want %v", c.o, got, c.want)
+			continue
+		}
+		for id, p := range c.want {
+			if math.Abs(got[id]-p) > 1e-6 {
+				t.Errorf("%+v: token %d has %.6f; want %.6f", c.o, id, got[id], p)
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	logits := randomLogits(r, 50)
+	o := Options{Temperature: 0.8, TopK: 20, TopP: 0.9, Seed: 3}
+	dist := mustNew(t, o).Distribution(logits)
+	got := frequencies(mustNew(t, o), logits, 20000)
+	for id, f := range got {
+		if p := dist[int32(id)]; math.Abs(f-p) > 0.02 {
+			t.Errorf("token %d: frequency %.4f; Distribution says %.4f", id, f, p)
+		}
+	}
+}

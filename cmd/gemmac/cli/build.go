@@ -26,9 +26,10 @@ func buildCommand() Command {
 	}
 }
 
-// cudaChunk is the prefill chunk of CUDA builds, the one their figures in
-// the README were measured with.
-const cudaChunk = 64
+// cudaChunk is the prefill chunk of CUDA builds (at most the context), the
+// one their figures in the README were measured with: the tensor-core
+// matmuls need a few hundred rows to fill a large GPU.
+const cudaChunk = 512
 
 func runBuild(env *Env, args []string) error {
 	fs := newFlags(env, "build")
@@ -109,7 +110,7 @@ func runBuild(env *Env, args []string) error {
 			return err
 		}
 		if *chunk == 0 {
-			*chunk = cudaChunk
+			*chunk = min(cudaChunk, context)
 		}
 		return buildCUDA(env, ckpt, cudaTarget, context, *chunk, *emit, *out, src, start)
 	}
