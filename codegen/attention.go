@@ -4,8 +4,13 @@ import (
 	"fmt"
 
 	gir "github.com/gemmac/gemmac/ir"
+	"github.com/llir/llvm/ir/constant"
 	"github.com/llir/llvm/ir/value"
 )
+
+// attnKeysPerStep is how many keys attention takes at a time: their dot
+// products are independent, and their soft-cap and exp run as one vector.
+const attnKeysPerStep = 4
 
 // Attention is causal (optionally sliding-window) grouped-query attention of
 // one chunk of T queries against the KV cache plus the chunk's own keys,
@@ -126,49 +131,79 @@ func (s Attention) emit(g *gen) {
 			}
 			return x
 		}
-		// update folds in one key and value.
-		update := func(kp, vp, off value.Value, cached bool, c []value.Value) []value.Value {
-			chains := min(4, nd)
-			parts := make([]value.Value, chains)
-			for d := 0; d < nd; d++ {
-				kv := load(kp, g.addc(off, int64(d*L)), cached)
-				if parts[d%chains] == nil {
-					parts[d%chains] = g.fmul(qv[d], kv)
-				} else {
-					parts[d%chains] = g.fma(qv[d], kv, parts[d%chains])
+		// update folds in the keys and values at offs: their scores
+		// side by side in one vector (one soft-cap and one exp for all,
+		// and independent dot products), the running max corrected once.
+		update := func(kp, vp value.Value, offs []value.Value, cached bool, c []value.Value) []value.Value {
+			n := len(offs)
+			var sv value.Value = constant.NewUndef(vecT(n, tF32))
+			for u, off := range offs {
+				chains := min(4, nd)
+				parts := make([]value.Value, chains)
+				for d := 0; d < nd; d++ {
+					kv := load(kp, g.addc(off, int64(d*L)), cached)
+					if parts[d%chains] == nil {
+						parts[d%chains] = g.fmul(qv[d], kv)
+					} else {
+						parts[d%chains] = g.fma(qv[d], kv, parts[d%chains])
+					}
 				}
+				sv = g.b.NewInsertElement(sv, g.reduce(g.sum(parts)), ci32(int64(u)))
 			}
-			sc := g.reduce(g.sum(parts))
 			if s.Softcap > 0 {
-				sc = g.softcap(sc, s.Softcap)
+				sv = g.softcap(sv, s.Softcap)
 			}
 			m, l := c[0], c[1]
-			mnew := g.fmax(m, sc)
+			mnew := m
+			for u := range offs {
+				mnew = g.fmax(mnew, g.b.NewExtractElement(sv, ci32(int64(u))))
+			}
 			corr := g.exp(g.fsub(m, mnew))
-			p := g.exp(g.fsub(sc, mnew))
-			next := []value.Value{mnew, g.fma(l, corr, p)}
-			cv, pv := g.splat(corr, L), g.splat(p, L)
+			pv := g.exp(g.fsub(sv, g.splat(mnew, n)))
+			next := []value.Value{mnew, g.fmul(l, corr)}
+			cv := g.splat(corr, L)
 			for d := 0; d < nd; d++ {
-				vv := load(vp, g.addc(off, int64(d*L)), cached)
-				next = append(next, g.fma(pv, vv, g.fmul(c[2+d], cv)))
+				next = append(next, g.fmul(c[2+d], cv))
+			}
+			for u, off := range offs {
+				p := g.b.NewExtractElement(pv, ci32(int64(u)))
+				next[1] = g.fadd(next[1], p)
+				ps := g.splat(p, L)
+				for d := 0; d < nd; d++ {
+					next[2+d] = g.fma(ps, load(vp, g.addc(off, int64(d*L)), cached), next[2+d])
+				}
 			}
 			return next
 		}
+		// keys folds in keys from ≤ j < to, attnKeysPerStep at a time,
+		// then one by one; off is key j's element offset.
+		keys := func(from, to value.Value, kp, vp value.Value, cached bool, off func(j value.Value) value.Value, c []value.Value) []value.Value {
+			const U = attnKeysPerStep
+			j, c := g.loop(from, g.addc(to, 1-U), U, c, func(j value.Value, c []value.Value) []value.Value {
+				offs := make([]value.Value, U)
+				for u := range offs {
+					offs[u] = off(g.addc(j, int64(u)))
+				}
+				return update(kp, vp, offs, cached, c)
+			})
+			_, c = g.loop(j, to, 1, c, func(j value.Value, c []value.Value) []value.Value {
+				return update(kp, vp, []value.Value{off(j)}, cached, c)
+			})
+			return c
+		}
 		// Keys from the cache: start ≤ j < min(i+1, pos).
-		_, c := g.loop(start, g.smin(g.addc(i, 1), pos), 1, init, func(j value.Value, c []value.Value) []value.Value {
+		c := keys(start, g.smin(g.addc(i, 1), pos), kc, vc, true, func(j value.Value) value.Value {
 			slot := g.b.NewSRem(j, ci64(int64(s.CacheLen)))
-			off := g.mulc(g.add(g.mulc(slot, int64(s.HKV)), kvh), int64(s.D))
-			return update(kc, vc, off, true, c)
-		})
+			return g.mulc(g.add(g.mulc(slot, int64(s.HKV)), kvh), int64(s.D))
+		}, init)
 		// Keys from the chunk: max(start, pos) ≤ j ≤ i.
-		_, c = g.loop(g.smax(start, pos), g.addc(i, 1), 1, c, func(j value.Value, c []value.Value) []value.Value {
+		c = keys(g.smax(start, pos), g.addc(i, 1), k, v, false, func(j value.Value) value.Value {
 			row := g.sub(j, pos)
 			if row0 != nil {
 				row = g.add(row, row0)
 			}
-			off := g.mulc(g.add(g.mulc(row, int64(s.HKV)), kvh), int64(s.D))
-			return update(k, v, off, false, c)
-		})
+			return g.mulc(g.add(g.mulc(row, int64(s.HKV)), kvh), int64(s.D))
+		}, c)
 		inv := g.splat(g.fdiv(cf(tF32, 1), c[1]), L)
 		for d := 0; d < nd; d++ {
 			g.storeVec(g.fmul(c[2+d], inv), out, g.addc(qb, int64(d*L)), nil)

@@ -20,6 +20,7 @@ var (
 	benchSpec = struct {
 		gemvBF16, gemvF32, gegluBF16, gemmBF16, gegluPrefill Spec
 		gemmF32, gegluPrefillF32, downF32, downBF16          Spec
+		attention                                            Attention
 		read                                                 ProbeRead
 		fma                                                  ProbeFMA
 	}{
@@ -32,6 +33,7 @@ var (
 		gegluPrefillF32: GeGLU{R: 128, K: 2304, F: 2304, WType: gir.F32},
 		downF32:         Matmul{R: 128, K: 9216, N: 2304, WType: gir.F32},
 		downBF16:        Matmul{R: 128, K: 9216, N: 2304, WType: gir.BF16},
+		attention:       Attention{T: 128, HQ: 8, HKV: 4, D: 256, CacheLen: 2048, Softcap: 50, Scale: 1.0 / 16},
 		read:            ProbeRead{Bytes: arenaBytes},
 		fma:             ProbeFMA{Iters: 20000},
 	}
@@ -93,7 +95,7 @@ func getBenchLib(b *testing.B) *lib {
 		}
 		m := NewModule(HostTarget())
 		s := benchSpec
-		for _, sp := range []Spec{s.gemvBF16, s.gemvF32, s.gegluBF16, s.gemmBF16, s.gegluPrefill, s.gemmF32, s.gegluPrefillF32, s.downF32, s.downBF16, s.read, s.fma} {
+		for _, sp := range []Spec{s.gemvBF16, s.gemvF32, s.gegluBF16, s.gemmBF16, s.gegluPrefill, s.gemmF32, s.gegluPrefillF32, s.downF32, s.downBF16, s.attention, s.read, s.fma} {
 			m.MustAdd(sp)
 		}
 		for _, sp := range decodeShapes {
@@ -212,11 +214,34 @@ func runKernelBench(b *testing.B, l *lib, s Spec, argv [][]uintptr, threads int,
 	}
 }
 
-func BenchmarkGEMVDecodeBF16(b *testing.B)    { benchGemm(b, benchSpec.gemvBF16, 1) }
-func BenchmarkGEMVDecodeBF16_2T(b *testing.B) { benchGemm(b, benchSpec.gemvBF16, 2) }
-func BenchmarkGEMVDecodeF32(b *testing.B)     { benchGemm(b, benchSpec.gemvF32, 1) }
-func BenchmarkGEMVDecodeF32_2T(b *testing.B)  { benchGemm(b, benchSpec.gemvF32, 2) }
-func BenchmarkGeGLUDecodeBF16(b *testing.B)   { benchGemm(b, benchSpec.gegluBF16, 1) }
+// benchAttention times the 2B's prefill attention (a global layer, f32
+// cache) for a 128-token chunk after pos cached tokens: FLOPs are the
+// q·k and p·v products, 4·D per query, head and key.
+func benchAttention(b *testing.B, pos int) {
+	l := getBenchLib(b)
+	a := benchSpec.attention
+	args := []uintptr{}
+	var keep []any
+	for i, n := range []int{a.T * a.HQ * a.D, a.T * a.HQ * a.D, a.T * a.HKV * a.D, a.T * a.HKV * a.D, a.CacheLen * a.HKV * a.D, a.CacheLen * a.HKV * a.D} {
+		buf := randF32(n, uint64(20+i), 1)
+		keep = append(keep, buf)
+		args = append(args, addr(buf))
+	}
+	sc := scalarsBuf(int64(pos), int64(a.T))
+	args = append(args, addr(sc))
+	keys := int64(a.T*pos + a.T*(a.T+1)/2)
+	runKernelBench(b, l, a, [][]uintptr{args}, 1, 0, 4*int64(a.D*a.HQ)*keys)
+	runtime.KeepAlive(keep)
+	runtime.KeepAlive(sc)
+}
+
+func BenchmarkAttentionPrefill(b *testing.B)     { benchAttention(b, 0) }
+func BenchmarkAttentionPrefillLong(b *testing.B) { benchAttention(b, 1920) }
+func BenchmarkGEMVDecodeBF16(b *testing.B)       { benchGemm(b, benchSpec.gemvBF16, 1) }
+func BenchmarkGEMVDecodeBF16_2T(b *testing.B)    { benchGemm(b, benchSpec.gemvBF16, 2) }
+func BenchmarkGEMVDecodeF32(b *testing.B)        { benchGemm(b, benchSpec.gemvF32, 1) }
+func BenchmarkGEMVDecodeF32_2T(b *testing.B)     { benchGemm(b, benchSpec.gemvF32, 2) }
+func BenchmarkGeGLUDecodeBF16(b *testing.B)      { benchGemm(b, benchSpec.gegluBF16, 1) }
 func BenchmarkGeGLUDecodeBF16_2T(b *testing.B) {
 	benchGemm(b, benchSpec.gegluBF16, 2)
 }

@@ -531,6 +531,9 @@ func allCases() []kcase {
 		attentionCase(Attention{T: 1, HQ: 8, HKV: 4, D: 256, CacheLen: 40, Softcap: 50, Scale: 1.0 / 16}, 33, 1),
 		attentionCase(Attention{T: 1, HQ: 4, HKV: 2, D: 64, Window: 6, CacheLen: 6, Softcap: 5, Scale: 0.5}, 20, 1),
 		attentionCase(Attention{T: 6, HQ: 4, HKV: 4, D: 32, Window: 3, CacheLen: 3, Scale: 0.3}, 0, 5),
+		// Runs of keys longer than attnKeysPerStep in the cache and in the chunk.
+		attentionCase(Attention{T: 16, HQ: 4, HKV: 2, D: 32, CacheLen: 64, Softcap: 30, Scale: 0.2}, 21, 15),
+		attentionCase(Attention{T: 12, HQ: 2, HKV: 1, D: 16, Window: 9, CacheLen: 9, Scale: 0.5}, 30, 12),
 		kvStoreCase(5, 2, 16, 32, 30, 4),
 		kvStoreCase(8, 4, 64, 4, 10, 7),
 		selectRowCase(5, 40, 3),
