@@ -90,7 +90,11 @@ func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, opts O
 		return nil, fmt.Errorf("checkpoint %s does not match the compiled model: %w", ckpt.Dir, err)
 	}
 	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
+		// One worker per CPU the process may run on, at most: the workers
+		// wait for work spinning, so one more than there are CPUs takes
+		// the time of one that has work (GOMAXPROCS=8 on 2 CPUs halved
+		// prefill). A lower GOMAXPROCS (a container's CPU quota) wins.
+		threads = min(runtime.GOMAXPROCS(0), runtime.NumCPU())
 	}
 	e := &Engine{art: art, kernels: kernels, pool: newPool(threads, kernels, !opts.GoWorkers)}
 	if art.Packed != nil {

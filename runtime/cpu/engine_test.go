@@ -1,0 +1,50 @@
+package cpu_test
+
+import (
+	"runtime"
+	"testing"
+
+	"github.com/gemmac/gemmac/codegen"
+	cpucodegen "github.com/gemmac/gemmac/codegen/cpu"
+	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/runtime/cpu"
+)
+
+// TestThreadsAtMostCPUs checks that the default pool has no more workers
+// than CPUs when GOMAXPROCS is set higher (its workers spin while they wait:
+// one too many slows every call), and follows a lower GOMAXPROCS.
+func TestThreadsAtMostCPUs(t *testing.T) {
+	if _, err := codegen.FindToolchain(); err != nil {
+		t.Skipf("no LLVM 14: %v", err)
+	}
+	ckpt, err := frontend.Open("../../../shared/testdata/models/tiny")
+	if err != nil {
+		t.Skipf("no test model: %v", err)
+	}
+	defer ckpt.Close()
+	c, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: codegen.HostTarget(), Context: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, _ := cpucodegen.CacheDir()
+	so, err := c.SharedObject(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := cpu.LoadKernels(so, c.Artifact.Kernels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, procs := range []int{runtime.NumCPU() + 3, 1} {
+		runtime.GOMAXPROCS(procs)
+		e, err := cpu.New(c.Artifact, k, ckpt, cpu.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := min(procs, runtime.NumCPU()); e.Threads() != want {
+			t.Errorf("GOMAXPROCS %d on %d CPUs: %d threads, want %d", procs, runtime.NumCPU(), e.Threads(), want)
+		}
+		e.Close()
+	}
+}
