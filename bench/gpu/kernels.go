@@ -61,6 +61,35 @@ func mmaModule() (*ptx.Module, error) {
 	return m, nil
 }
 
+// deviceBufs are the device buffers of one check, freed together.
+type deviceBufs struct {
+	dv   *cuda.Device
+	list []*cuda.Buffer
+}
+
+func (d *deviceBufs) alloc(n int64) (*cuda.Buffer, error) {
+	b, err := d.dv.NewBuffer(n)
+	if err == nil {
+		d.list = append(d.list, b)
+	}
+	return b, err
+}
+
+// upload allocates a buffer holding data.
+func (d *deviceBufs) upload(data []byte) (*cuda.Buffer, error) {
+	b, err := d.alloc(int64(len(data)))
+	if err != nil {
+		return nil, err
+	}
+	return b, b.Write(data)
+}
+
+func (d *deviceBufs) free() {
+	for _, b := range d.list {
+		b.Free()
+	}
+}
+
 // loadModule builds a module of single kernels, takes its PTX from the
 // cache (or llc) and loads it.
 func loadModule(dv *cuda.Device, build func() (*ptx.Module, error)) (*cuda.Kernels, error) {
@@ -124,20 +153,9 @@ func runMMA(ks *cuda.Kernels, dv *cuda.Device, c mmaCase) (res KernelCheck) {
 			ws[i][j] = uint16(math.Float32bits(float32(rng.NormFloat64()*0.05)) >> 16)
 		}
 	}
-	var bufs []*cuda.Buffer
-	defer func() {
-		for _, b := range bufs {
-			b.Free()
-		}
-	}()
-	upload := func(data []byte) (*cuda.Buffer, error) {
-		b, err := dv.NewBuffer(int64(len(data)))
-		if err != nil {
-			return nil, err
-		}
-		bufs = append(bufs, b)
-		return b, b.Write(data)
-	}
+	bufs := &deviceBufs{dv: dv}
+	defer bufs.free()
+	upload := bufs.upload
 	var args, outs []*cuda.Buffer
 	for _, n := range parts {
 		poison := make([]byte, s.R*n*4)
@@ -347,25 +365,13 @@ func sweepShape(ks *cuda.Kernels, dv *cuda.Device, s ptx.Matvec) ([]GEMVTime, er
 		}
 		wbytes += int64(2 * n * s.K)
 	}
-	var bufs []*cuda.Buffer
-	defer func() {
-		for _, b := range bufs {
-			b.Free()
-		}
-	}()
-	upload := func(data []byte) (*cuda.Buffer, error) {
-		b, err := dv.NewBuffer(int64(len(data)))
-		if err != nil {
-			return nil, err
-		}
-		bufs = append(bufs, b)
-		return b, b.Write(data)
-	}
-	outB, err := dv.NewBuffer(int64(4 * s.N))
+	bufs := &deviceBufs{dv: dv}
+	defer bufs.free()
+	upload := bufs.upload
+	outB, err := bufs.alloc(int64(4 * s.N))
 	if err != nil {
 		return nil, err
 	}
-	bufs = append(bufs, outB)
 	xB, err := upload(bytesOf(x))
 	if err != nil {
 		return nil, err

@@ -30,19 +30,7 @@ func TestPerfModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	const prompt, gen = 128, 16
-	c, err := cpucodegen.Build(ckpt.Config, ckpt.WeightDTypes(), cpucodegen.Options{Target: codegen.HostTarget(), Context: prompt + gen, Chunk: chunk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache, _ := cpucodegen.CacheDir()
-	so, err := c.SharedObject(cache)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := cpu.LoadKernels(so, c.Artifact.Kernels)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, k := compile(t, ckpt, cpucodegen.Options{Target: codegen.HostTarget(), Context: prompt + gen, Chunk: chunk})
 	e, err := cpu.New(c.Artifact, k, ckpt, cpu.Options{Threads: threads, GoWorkers: os.Getenv("GEMMAC_PERF_GOPOOL") != ""})
 	if err != nil {
 		t.Fatal(err)

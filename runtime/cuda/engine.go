@@ -199,6 +199,22 @@ func (e *Engine) Context() int { return e.c.Artifact.Context }
 // Threads is 1: the host thread that drives the GPU.
 func (e *Engine) Threads() int { return 1 }
 
+// acquire takes the engine for one call: its lock, this OS thread, and the
+// device's context bound to the thread; release gives them back.
+func (e *Engine) acquire() (release func(), err error) {
+	e.mu.Lock()
+	runtime.LockOSThread()
+	release = func() {
+		runtime.UnlockOSThread()
+		e.mu.Unlock()
+	}
+	if err := e.dev.bind(); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
 // SetGraphs turns the replay of captured decode steps on or off.
 func (e *Engine) SetGraphs(on bool) {
 	e.mu.Lock()
@@ -289,20 +305,17 @@ func (e *Engine) NewState() (model.State, error) { return e.NewGPUState() }
 
 // NewGPUState is NewState with the concrete type (for Greedy).
 func (e *Engine) NewGPUState() (*State, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := e.dev.bind(); err != nil {
+	release, err := e.acquire()
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	s := &State{e: e, params: map[string][][]unsafe.Pointer{}, graphs: map[string]uintptr{}}
 	var arena int64
 	for _, p := range e.c.Artifact.Programs {
 		arena = max(arena, p.ArenaBytes)
 		s.maxTokens = max(s.maxTokens, p.Tokens)
 	}
-	var err error
 	fail := func(err error) (*State, error) { s.free(); return nil, err }
 	if s.kv, err = e.dev.alloc(e.c.Artifact.KVBytes); err != nil {
 		return fail(err)
@@ -395,13 +408,11 @@ func (s *State) Forward(tokens []int32, pos int, all bool) ([]float32, error) {
 	if p == nil {
 		return nil, fmt.Errorf("the model has no %s program", name)
 	}
-	s.e.mu.Lock()
-	defer s.e.mu.Unlock()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := s.e.dev.bind(); err != nil {
+	release, err := s.e.acquire()
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	var out []float32
 	for start := 0; start < len(tokens); start += p.Tokens {
 		end := min(start+p.Tokens, len(tokens))
@@ -568,13 +579,11 @@ func (s *State) generate(token int32, pos, n int, smp sampler, settings *ptx.Sam
 	if pos+n > s.e.c.Artifact.Context {
 		return nil, &model.ContextError{Tokens: pos + n, Context: s.e.c.Artifact.Context}
 	}
-	s.e.mu.Lock()
-	defer s.e.mu.Unlock()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := s.e.dev.bind(); err != nil {
+	release, err := s.e.acquire()
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	if settings != nil {
 		if err := s.writeSettings(*settings); err != nil {
 			return nil, err

@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"fmt"
-	"runtime"
 	"sort"
 	"unsafe"
 )
@@ -25,13 +24,11 @@ func (s *State) ProfileDecode(token int32, pos int) ([]KernelTime, error) {
 // tokens at pos as ProfileDecode does.
 func (s *State) Profile(name string, tokens []int32, pos int) ([]KernelTime, error) {
 	e := s.e
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := e.dev.bind(); err != nil {
+	release, err := e.acquire()
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	p := e.c.Artifact.Programs[name]
 	if p == nil {
 		return nil, fmt.Errorf("the model has no %s program", name)

@@ -76,13 +76,11 @@ func (s *State) SampleLogits(logits []float32, o sample.Options, pos, count int)
 	if len(logits) != p.Output.Cols {
 		return nil, fmt.Errorf("%d logits for a vocabulary of %d", len(logits), p.Output.Cols)
 	}
-	s.e.mu.Lock()
-	defer s.e.mu.Unlock()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := s.e.dev.bind(); err != nil {
+	release, err := s.e.acquire()
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	if err := s.writeSettings(set); err != nil {
 		return nil, err
 	}
@@ -119,13 +117,11 @@ func (s *State) TimeSampler(reps int) (float64, error) {
 	if reps <= 0 {
 		return 0, fmt.Errorf("reps must be positive")
 	}
-	s.e.mu.Lock()
-	defer s.e.mu.Unlock()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := s.e.dev.bind(); err != nil {
+	release, err := s.e.acquire()
+	if err != nil {
 		return 0, err
 	}
+	defer release()
 	if err := s.launchSampler(drawSampler); err != nil { // warm-up
 		return 0, err
 	}
