@@ -93,10 +93,11 @@ func (s Matvec) Launch() Launch {
 	return launch1(ceilDiv(s.N, s.warps()/s.kw()), 32*s.warps())
 }
 
-// kw is the number of warps that split one output's K (1, 2, 4 or 8; their
-// sums meet in shared memory): for a decode GEMV (R = 1) with few outputs,
-// the least that gives N·kw ≥ MinWarps warps, kept to kw ≤ nch/8 (nch: the
-// 16-byte chunks of a weight row) so each warp has chunks to stream.
+// kw is the number of warps that split one output's K (a power of two up
+// to the block's warps; their sums meet in shared memory): for a decode
+// GEMV (R = 1) with few outputs, the least that gives N·kw ≥ MinWarps
+// warps, kept to kw ≤ nch/8 (nch: the 16-byte chunks of a weight row) so
+// each warp has chunks to stream.
 func (s Matvec) kw() int {
 	if s.R != 1 {
 		return 1
