@@ -209,6 +209,16 @@ func (dv *Device) bind() error {
 	return dv.d.check("cuCtxSetCurrent", dv.d.call("cuCtxSetCurrent", dv.ctx))
 }
 
+// with runs f on a locked OS thread with the device's context bound.
+func (dv *Device) with(f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := dv.bind(); err != nil {
+		return err
+	}
+	return f()
+}
+
 // Close releases the primary context.
 func (dv *Device) Close() error {
 	return dv.d.check("cuDevicePrimaryCtxRelease_v2", dv.d.call("cuDevicePrimaryCtxRelease_v2", uintptr(dv.dev)))
@@ -375,37 +385,37 @@ func (dv *Device) timeReps(stream uintptr, reps int, run func() error) (float64,
 // events, counting the bytes read and written (2·bytes per copy), as
 // bandwidth tests do.
 func (dv *Device) Bandwidth(bytes int64, reps int) (float64, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := dv.bind(); err != nil {
-		return 0, err
-	}
-	d := dv.d
-	half := bytes
-	a, err := dv.alloc(half)
-	if err != nil {
-		return 0, err
-	}
-	defer dv.free(a)
-	b, err := dv.alloc(half)
-	if err != nil {
-		return 0, err
-	}
-	defer dv.free(b)
-	s, err := dv.newStream()
-	if err != nil {
-		return 0, err
-	}
-	defer d.call("cuStreamDestroy_v2", s)
-	copyOnce := func() error {
-		return d.check("cuMemcpyDtoDAsync_v2", d.call("cuMemcpyDtoDAsync_v2", b, a, uintptr(half), s))
-	}
-	if err := copyOnce(); err != nil {
-		return 0, err
-	}
-	secs, err := dv.timeReps(s, reps, copyOnce)
-	if err != nil {
-		return 0, err
-	}
-	return float64(2*half) / secs, nil
+	var bw float64
+	err := dv.with(func() error {
+		d := dv.d
+		half := bytes
+		a, err := dv.alloc(half)
+		if err != nil {
+			return err
+		}
+		defer dv.free(a)
+		b, err := dv.alloc(half)
+		if err != nil {
+			return err
+		}
+		defer dv.free(b)
+		s, err := dv.newStream()
+		if err != nil {
+			return err
+		}
+		defer d.call("cuStreamDestroy_v2", s)
+		copyOnce := func() error {
+			return d.check("cuMemcpyDtoDAsync_v2", d.call("cuMemcpyDtoDAsync_v2", b, a, uintptr(half), s))
+		}
+		if err := copyOnce(); err != nil {
+			return err
+		}
+		secs, err := dv.timeReps(s, reps, copyOnce)
+		if err != nil {
+			return err
+		}
+		bw = float64(2*half) / secs
+		return nil
+	})
+	return bw, err
 }

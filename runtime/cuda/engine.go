@@ -294,7 +294,7 @@ type State struct {
 	maxTokens int
 	params    map[string][][]unsafe.Pointer
 	vals      [][]uint64
-	graphs    map[string]uintptr
+	graphs    map[graphKey]uintptr
 	// samplerArgs are the launch arguments of the argmax and sample
 	// kernels (indexed by sampler).
 	samplerArgs [numSamplers][]unsafe.Pointer
@@ -310,7 +310,7 @@ func (e *Engine) NewGPUState() (*State, error) {
 		return nil, err
 	}
 	defer release()
-	s := &State{e: e, params: map[string][][]unsafe.Pointer{}, graphs: map[string]uintptr{}}
+	s := &State{e: e, params: map[string][][]unsafe.Pointer{}, graphs: map[graphKey]uintptr{}}
 	var arena int64
 	for _, p := range e.c.Artifact.Programs {
 		arena = max(arena, p.ArenaBytes)
@@ -380,7 +380,7 @@ func (s *State) free() error {
 	for _, g := range s.graphs {
 		s.e.dev.d.call("cuGraphExecDestroy", g)
 	}
-	s.graphs = map[string]uintptr{}
+	s.graphs = map[graphKey]uintptr{}
 	for _, p := range []*devptr{&s.kv, &s.arena, &s.io} {
 		errs = append(errs, s.e.dev.free(*p))
 		*p = 0
@@ -464,13 +464,18 @@ func (s *State) setInput(p *plan.Program, tokens []int32, pos int) error {
 		}
 		ids[i] = t
 	}
-	d := s.e.dev.d
-	err := d.check("cuMemcpyHtoDAsync_v2", d.call("cuMemcpyHtoDAsync_v2", s.io, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), s.e.stream))
+	return s.e.copyIn(s.io, buf)
+}
+
+// copyIn copies src to dst on the engine's stream, after the work queued
+// there, and waits: src is pageable memory, which must outlive the copy.
+func (e *Engine) copyIn(dst devptr, src []byte) error {
+	d := e.dev.d
+	err := d.check("cuMemcpyHtoDAsync_v2", d.call("cuMemcpyHtoDAsync_v2", dst, uintptr(unsafe.Pointer(&src[0])), uintptr(len(src)), e.stream))
 	if err == nil {
-		// Pageable memory: make sure the copy has left buf before it goes.
-		err = s.e.dev.sync(s.e.stream)
+		err = e.dev.sync(e.stream)
 	}
-	runtime.KeepAlive(buf)
+	runtime.KeepAlive(src)
 	return err
 }
 
@@ -491,15 +496,19 @@ func (e *Engine) samplerKernel(smp sampler) ptx.Sampler {
 	return e.c.Sample
 }
 
+// graphKey names a captured decode step: the sampler after it, and
+// whether its kernels were launched for programmatic dependent launch.
+type graphKey struct {
+	smp sampler
+	pdl bool
+}
+
 // runProgram launches a program's steps (and a sampler after them) on the
 // engine's stream; decode steps replay a CUDA graph captured on first use
 // unless graphs are off.
 func (s *State) runProgram(name string, smp sampler) error {
 	if name == "decode" && !s.e.opts.NoGraphs && s.e.GraphErr == nil {
-		key := fmt.Sprintf("%s+%d", name, smp)
-		if s.e.PDL() {
-			key += "+pdl"
-		}
+		key := graphKey{smp, s.e.PDL()}
 		g, ok := s.graphs[key]
 		if !ok {
 			var err error

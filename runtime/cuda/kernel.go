@@ -25,16 +25,6 @@ type Buffer struct {
 	Bytes int64
 }
 
-// with runs f on a locked OS thread with the device's context bound.
-func (dv *Device) with(f func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := dv.bind(); err != nil {
-		return err
-	}
-	return f()
-}
-
 // LoadKernels JIT-compiles PTX for this device.
 func (dv *Device) LoadKernels(ptx string) (*Kernels, error) {
 	k := &Kernels{dv: dv, funcs: map[string]uintptr{}}

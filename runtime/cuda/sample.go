@@ -3,15 +3,11 @@ package cuda
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"unsafe"
 
 	"github.com/gemmac/gemmac/codegen/ptx"
 	"github.com/gemmac/gemmac/runtime/sample"
 )
-
-// sampleGraph is the graph key of a decode step followed by the sampler.
-const sampleGraph = "decode+sample"
 
 // GPUSettings turns sampling options into the sampler's settings buffer,
 // refusing what the GPU sampler cannot do.
@@ -35,14 +31,7 @@ func (s *State) writeSettings(set ptx.SampleSettings) error {
 	if err != nil {
 		return err
 	}
-	buf := set.Bytes()
-	d := s.e.dev.d
-	err = d.check("cuMemcpyHtoDAsync_v2", d.call("cuMemcpyHtoDAsync_v2", s.arena+uintptr(off), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), s.e.stream))
-	if err == nil {
-		err = s.e.dev.sync(s.e.stream)
-	}
-	runtime.KeepAlive(buf)
-	return err
+	return s.e.copyIn(s.arena+uintptr(off), set.Bytes())
 }
 
 // Sample generates n tokens after token at position pos with o, entirely on
@@ -87,20 +76,14 @@ func (s *State) SampleLogits(logits []float32, o sample.Options, pos, count int)
 	if err := s.setInput(p, []int32{0}, min(pos, s.e.c.Artifact.Context-1)); err != nil {
 		return nil, err
 	}
-	d := s.e.dev.d
 	// setInput bounds pos by the context; the sampler does not care.
-	pos64 := int64(pos)
-	if err := d.check("cuMemcpyHtoDAsync_v2", d.call("cuMemcpyHtoDAsync_v2", s.io, uintptr(unsafe.Pointer(&pos64)), 8, s.e.stream)); err != nil {
+	pos64 := []int64{int64(pos)}
+	if err := s.e.copyIn(s.io, unsafe.Slice((*byte)(unsafe.Pointer(&pos64[0])), 8)); err != nil {
 		return nil, err
 	}
-	if err := d.check("cuMemcpyHtoDAsync_v2", d.call("cuMemcpyHtoDAsync_v2", s.arena+uintptr(p.Output.Offset),
-		uintptr(unsafe.Pointer(&logits[0])), uintptr(4*len(logits)), s.e.stream)); err != nil {
+	if err := s.e.copyIn(s.arena+uintptr(p.Output.Offset), unsafe.Slice((*byte)(unsafe.Pointer(&logits[0])), 4*len(logits))); err != nil {
 		return nil, err
 	}
-	if err := s.e.dev.sync(s.e.stream); err != nil {
-		return nil, err
-	}
-	runtime.KeepAlive(&pos64)
 	out := make([]int32, count)
 	for i := range out {
 		if out[i], err = s.nextToken(func() error { return s.launchSampler(drawSampler) }); err != nil {
