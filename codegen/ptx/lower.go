@@ -269,14 +269,78 @@ func viewRoot(v *ir.Value) (*ir.Value, int64) {
 	return v, off
 }
 
-// projections fuses a decode layer's projections of one input (q, k, v:
-// matmuls of the same x, with the RoPEs of their results between them) into
-// one split matvec writing to scratch, then one launch for the RoPEs. It
-// reports whether it lowered the group starting at value i.
-func (l *lowering) projections(i int) (bool, error) {
+// projectionGroup finds the run of two to four matmuls of one input that
+// starts at value i, fits saying which may join, and the RoPEs between them
+// that read their results. The scan stops at the first other value, so
+// only those RoPEs read the projections before the group ends: lowered
+// after the group's one launch, they see its results. A group whose scratch
+// is still in use by the previous one, or holding a program output (those
+// stay where the memory plan puts them), is not taken.
+func (l *lowering) projectionGroup(i int, fits func(*ir.Value) bool) (mats, ropes []*ir.Value) {
 	vs := l.g.Values
 	v := vs[i]
-	plain := func(m *ir.Value) bool {
+	if !fits(v) || i <= l.qkvBusy {
+		return nil, nil
+	}
+	inGroup := map[int]bool{}
+	for j := i; j < len(vs); j++ {
+		u := vs[j]
+		if u.Op.IsLeaf() || u.Op.IsView() {
+			continue
+		}
+		if fits(u) && u.Args[0] == v.Args[0] && u.Args[1].Shape[1] == v.Args[1].Shape[1] {
+			mats = append(mats, u)
+			inGroup[u.ID] = true
+			continue
+		}
+		if r, _ := viewRoot(u.Args[0]); u.Op == ir.OpRoPE && inGroup[r.ID] {
+			ropes = append(ropes, u)
+			continue
+		}
+		break
+	}
+	if len(mats) < 2 || len(mats) > 4 {
+		return nil, nil
+	}
+	for _, m := range mats {
+		if l.lastUse[m.ID] >= len(vs) {
+			return nil, nil
+		}
+	}
+	return mats, ropes
+}
+
+// placeProjections moves a group's results (rows each) out of the memory
+// plan, which reuses one buffer for them in turn, into the projection
+// scratch one after the other, since one launch writes them all while it
+// reads their input. It marks them lowered and returns their offsets.
+func (l *lowering) placeProjections(i int, mats []*ir.Value, rows int) ([]int64, error) {
+	total := 0
+	for _, m := range mats {
+		total += m.Shape.Last()
+	}
+	base, err := l.reserve("projections", int64(rows*total)*4)
+	if err != nil {
+		return nil, err
+	}
+	offs := make([]int64, len(mats))
+	off, busy := base, i
+	for j, m := range mats {
+		offs[j] = off
+		l.override[m.ID] = off
+		off += int64(rows*m.Shape.Last()) * 4
+		busy = max(busy, l.lastUse[m.ID])
+		l.skip[m.ID] = true
+	}
+	l.qkvBusy = busy
+	return offs, nil
+}
+
+// projections lowers a decode group (one row, bf16 weights) as one Matvec
+// with Split writing the results contiguously, and a pair of RoPEs after
+// it as one RoPE2.
+func (l *lowering) projections(i int) (bool, error) {
+	mats, ropes := l.projectionGroup(i, func(m *ir.Value) bool {
 		if m.Op != ir.OpMatMul || m.Args[0].Shape.Rows() != 1 || m.Args[1].DType != ir.BF16 {
 			return false
 		}
@@ -284,68 +348,25 @@ func (l *lowering) projections(i int) (bool, error) {
 			return false
 		}
 		return m.Shape.Last()%4 == 0 && m.Args[1].Shape[0] == m.Shape.Last()
-	}
-	if !plain(v) || i <= l.qkvBusy {
+	})
+	if mats == nil {
 		return false, nil
 	}
-	x, w0 := v.Args[0], v.Args[1]
-	var mats, ropes []*ir.Value
-	inGroup := map[int]bool{}
-	for j := i; j < len(vs); j++ {
-		u := vs[j]
-		if u.Op.IsLeaf() || u.Op.IsView() {
-			continue
-		}
-		if plain(u) && u.Args[0] == x && u.Args[1].Shape[1] == w0.Shape[1] {
-			mats = append(mats, u)
-			inGroup[u.ID] = true
-			continue
-		}
-		if r, _ := viewRoot(u.Args[0]); u.Op == ir.OpRoPE && inGroup[r.ID] && len(ropes) < 2 {
-			ropes = append(ropes, u)
-			continue
-		}
-		break
-	}
-	if len(mats) < 2 || len(mats) > 4 {
-		return false, nil
-	}
-	// The scan stopped at the first value outside the group, so only the
-	// RoPEs read the projections before the group ends; they run right
-	// after the matvec. A projection must not be a program output (those
-	// stay where the memory plan puts them).
-	for _, m := range mats {
-		if l.lastUse[m.ID] >= len(vs) {
-			return false, nil
-		}
-	}
-	split := make([]int, len(mats))
-	total := 0
-	args := []plan.Arg{{}, l.arg(x)}
-	for j, m := range mats {
-		split[j] = m.Shape.Last()
-		total += split[j]
-		args = append(args, l.arg(m.Args[1]))
-	}
-	base, err := l.reserve("projections", int64(total)*4)
+	x, w0 := mats[0].Args[0], mats[0].Args[1]
+	offs, err := l.placeProjections(i, mats, 1)
 	if err != nil {
 		return false, err
 	}
-	args[0] = plan.Arg{Kind: plan.ArgArena, Offset: base}
-	args = append(args, scalars)
-	spec := Matvec{R: 1, K: w0.Shape[1], N: total, WType: ir.BF16, Split: split, MatvecShape: l.gemv}
-	off := base
-	busy := i
-	for j, m := range mats {
-		l.override[m.ID] = off
-		off += int64(split[j]) * 4
-		busy = max(busy, l.lastUse[m.ID])
-		l.skip[m.ID] = true
+	spec := Matvec{R: 1, K: w0.Shape[1], WType: ir.BF16, MatvecShape: l.gemv}
+	args := []plan.Arg{{Kind: plan.ArgArena, Offset: offs[0]}, l.arg(x)}
+	for _, m := range mats {
+		spec.Split = append(spec.Split, m.Shape.Last())
+		spec.N += m.Shape.Last()
+		args = append(args, l.arg(m.Args[1]))
 	}
-	if err := l.call(spec, mats[0].Name+"+", args...); err != nil {
+	if err := l.call(spec, mats[0].Name+"+", append(args, scalars)...); err != nil {
 		return false, err
 	}
-	l.qkvBusy = busy
 	for _, r := range ropes {
 		l.skip[r.ID] = true
 	}
@@ -355,22 +376,14 @@ func (l *lowering) projections(i int) (bool, error) {
 			Scale1: float64(r1.Aux.(ir.RoPE).Factor()), Scale2: float64(r2.Aux.(ir.RoPE).Factor())}
 		return true, l.call(spec, r1.Name+"+", l.arg(r1), l.arg(r1.Args[0]), l.arg(r2), l.arg(r2.Args[0]), plan.Arg{Kind: plan.ArgRoPE}, scalars)
 	}
-	for _, r := range ropes {
-		if err := l.lower(r); err != nil {
-			return false, err
-		}
-	}
-	return true, nil
+	return true, l.lowerAll(ropes)
 }
 
-// mmaProjections lowers a run of two to four prefill matmuls of one input
-// (the query, key and value projections) as one tensor-core launch, whose
-// blocks then fill the GPU where the narrow key and value matrices alone
-// would not. Each result stays where the memory plan put it.
+// mmaProjections lowers a prefill group as one tensor-core launch (MMA with
+// Split, one output per matrix), whose blocks then fill the GPU where the
+// narrow key and value matrices alone would not.
 func (l *lowering) mmaProjections(i int) (bool, error) {
-	vs := l.g.Values
-	v := vs[i]
-	fits := func(m *ir.Value) bool {
+	mats, ropes := l.projectionGroup(i, func(m *ir.Value) bool {
 		if m.Op != ir.OpMatMul || m.Args[0].Shape.Rows() < 2 {
 			return false
 		}
@@ -380,80 +393,46 @@ func (l *lowering) mmaProjections(i int) (bool, error) {
 		w := m.Args[1]
 		return UseMMA(m.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0], w.DType) && w.Shape[0]%mmaBN == 0 &&
 			m.Shape.Last() == w.Shape[0]
-	}
-	if !fits(v) {
+	})
+	if mats == nil {
 		return false, nil
 	}
-	x := v.Args[0]
-	// The scan passes over the RoPEs of the projections; they run after the
-	// launch, in their order.
-	var mats, ropes []*ir.Value
-	inGroup := map[int]bool{}
-	for j := i; j < len(vs) && len(mats) < 4; j++ {
-		u := vs[j]
-		if u.Op.IsLeaf() || u.Op.IsView() {
-			continue
-		}
-		if r, _ := viewRoot(u.Args[0]); u.Op == ir.OpRoPE && inGroup[r.ID] {
-			ropes = append(ropes, u)
-			continue
-		}
-		if !fits(u) || u.Args[0] != x || u.Args[1].Shape[1] != v.Args[1].Shape[1] {
-			break
-		}
-		mats = append(mats, u)
-		inGroup[u.ID] = true
-	}
-	if len(mats) < 2 {
-		return false, nil
-	}
-	if i <= l.qkvBusy {
-		return false, nil
-	}
-	for _, m := range mats {
-		if l.lastUse[m.ID] >= len(vs) {
-			return false, nil // a program output stays where the plan put it
-		}
-	}
-	// One launch writes every output while it reads x, so they move out
-	// of the memory plan (which reuses one buffer for them in turn) into
-	// a scratch region of their own, one after the other.
-	R, K := x.Shape.Rows(), v.Args[1].Shape[1]
-	spec := MMA{R: R, K: K, Exact: l.exactMMA}
-	for _, m := range mats {
-		spec.Split = append(spec.Split, m.Shape.Last())
-		spec.N += m.Shape.Last()
-	}
-	base, err := l.reserve("projections", int64(R*spec.N*4))
+	x := mats[0].Args[0]
+	R := x.Shape.Rows()
+	offs, err := l.placeProjections(i, mats, R)
 	if err != nil {
 		return false, err
 	}
+	spec := MMA{R: R, K: mats[0].Args[1].Shape[1], Exact: l.exactMMA}
 	var outs, ws []plan.Arg
-	off, busy := base, i
-	for _, m := range mats {
-		l.override[m.ID] = off
-		outs = append(outs, plan.Arg{Kind: plan.ArgArena, Offset: off})
+	for j, m := range mats {
+		spec.Split = append(spec.Split, m.Shape.Last())
+		spec.N += m.Shape.Last()
+		outs = append(outs, plan.Arg{Kind: plan.ArgArena, Offset: offs[j]})
 		ws = append(ws, l.arg(m.Args[1]))
-		off += int64(R*m.Shape.Last()) * 4
-		busy = max(busy, l.lastUse[m.ID])
-		l.skip[m.ID] = true
 	}
 	xa := l.arg(x)
 	if err := mmaAligned(spec, outs[0], xa); err != nil {
 		return false, err
 	}
-	l.qkvBusy = busy
 	args := append(append(append(outs, xa), ws...), scalars)
 	if err := l.call(spec, mats[0].Name+"+", args...); err != nil {
 		return false, err
 	}
 	for _, r := range ropes {
 		l.skip[r.ID] = true
-		if err := l.lower(r); err != nil {
-			return false, err
+	}
+	return true, l.lowerAll(ropes)
+}
+
+// lowerAll lowers vs in order.
+func (l *lowering) lowerAll(vs []*ir.Value) error {
+	for _, v := range vs {
+		if err := l.lower(v); err != nil {
+			return err
 		}
 	}
-	return true, nil
+	return nil
 }
 
 // attnScratch is the most scratch any decode attention of the graph needs.

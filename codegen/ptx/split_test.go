@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gemmac/gemmac/frontend"
 	gir "github.com/gemmac/gemmac/ir"
 )
 
@@ -106,15 +105,7 @@ func TestNormRow(t *testing.T) {
 // (partial then combine, no separate cache store), the scratch inside the
 // arena and past the graph's values, and the GEMV configurations.
 func TestDecodePlan(t *testing.T) {
-	cfg, err := frontend.Preset("2b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.TorchDType = "bfloat16"
-	dt := map[string]gir.DType{}
-	for _, s := range cfg.WeightSpecs() {
-		dt[s.Name] = gir.BF16
-	}
+	cfg, dt := preset2B(t)
 	c, err := Build(cfg, dt, Options{Context: 2048, Chunk: 512})
 	if err != nil {
 		t.Fatal(err)
