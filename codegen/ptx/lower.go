@@ -31,22 +31,14 @@ func ParseTarget(s string) (Target, error) {
 		return t, nil
 	}
 	sm, ok := strings.CutPrefix(rest, ":")
-	var n int
-	if !ok || !strings.HasPrefix(sm, "sm_") || fmt.Sprintf("sm_%d", mustAtoi(sm[3:], &n)) != sm {
+	parsed := Target{SM: sm, PTX: t.PTX}
+	if !ok || fmt.Sprintf("sm_%d", parsed.sm()) != sm {
 		return t, fmt.Errorf("target %q: want cuda:sm_XX (e.g. cuda:sm_90)", s)
 	}
-	if n < 80 {
+	if parsed.sm() < 80 {
 		return t, fmt.Errorf("target %s: the bf16 tensor-core kernels need sm_80 or newer", sm)
 	}
-	t.SM = sm
-	return t, nil
-}
-
-func mustAtoi(s string, n *int) int {
-	if _, err := fmt.Sscanf(s, "%d", n); err != nil {
-		*n = -1
-	}
-	return *n
+	return parsed, nil
 }
 
 // Options fix what is compiled.

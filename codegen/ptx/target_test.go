@@ -203,3 +203,17 @@ func TestPrefillProjectionsFused(t *testing.T) {
 		t.Errorf("%d fused projection launches, want one per layer (%d)", fused, cfg.NumHiddenLayers)
 	}
 }
+
+func TestParseTarget(t *testing.T) {
+	for s, want := range map[string]string{"cuda": "sm_80", "cuda:sm_80": "sm_80", "cuda:sm_90": "sm_90", "cuda:sm_120": "sm_120"} {
+		got, err := ParseTarget(s)
+		if err != nil || got.SM != want || got.PTX != DefaultTarget.PTX {
+			t.Errorf("ParseTarget(%q) = %+v, %v; want %s", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"cpu", "cuda:", "cuda:90", "cuda:sm_", "cuda:sm_9x", "cuda:sm_090", "cuda:sm_75", "cuda-sm_90"} {
+		if got, err := ParseTarget(s); err == nil {
+			t.Errorf("ParseTarget(%q) = %+v, want an error", s, got)
+		}
+	}
+}

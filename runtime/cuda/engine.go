@@ -55,6 +55,8 @@ type Engine struct {
 	JITLog string
 	// GraphErr says why CUDA graphs are off when they were asked for.
 	GraphErr error
+	// canPDL: the model was compiled for PDL and the driver can launch so.
+	canPDL bool
 }
 
 // NewEngineFunc compiles the checkpoint's model for the GPU (PTX from llc
@@ -97,7 +99,7 @@ func New(c *ptx.Compiled, ckpt *frontend.Checkpoint, opts Options) (*Engine, err
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	e := &Engine{dev: dev, c: c, opts: opts}
+	e := &Engine{dev: dev, c: c, opts: opts, canPDL: c.Module.Target.PDL() && dev.d.has("cuLaunchKernelEx")}
 	if err := e.init(ckpt); err != nil {
 		e.closeLocked()
 		return nil, err
@@ -231,12 +233,10 @@ func (e *Engine) SetPDL(on, prefill bool) {
 	e.opts.PDLPrefill = on && prefill
 }
 
-// PDL reports whether kernels may start before the one before them ends:
-// the model was compiled for sm_90 or newer, the driver has
+// PDL reports whether decode kernels may start before the one before them
+// ends: the model was compiled for sm_90 or newer, the driver has
 // cuLaunchKernelEx, and it was not turned off.
-func (e *Engine) PDL() bool {
-	return e.c.Module.Target.PDL() && !e.opts.NoPDL && e.dev.d.has("cuLaunchKernelEx")
-}
+func (e *Engine) PDL() bool { return e.canPDL && !e.opts.NoPDL }
 
 // launch launches one kernel of program name on the engine's stream.
 func (e *Engine) launch(name string, f uintptr, l ptx.Launch, params unsafe.Pointer) error {
