@@ -229,20 +229,7 @@ func runMMA(ks *cuda.Kernels, dv *cuda.Device, c mmaCase) (res KernelCheck) {
 		got := gots[pi]
 		for _, r := range rows {
 			for n := 0; n < N; n += colStep {
-				dot := func(w []uint16) float64 {
-					var acc float64
-					for k := 0; k < s.K; k++ {
-						acc += float64(xr[r*s.K+k]) * float64(math.Float32frombits(uint32(w[n*s.K+k])<<16))
-					}
-					return acc
-				}
-				y := dot(ws[pi])
-				if s.GeGLU {
-					y = geluTanh(y) * dot(ws[1])
-				}
-				if s.Softcap != 0 {
-					y = s.Softcap * math.Tanh(y/s.Softcap)
-				}
+				y := refOutput(xr[r*s.K:(r+1)*s.K], ws, pi, n, s.GeGLU, s.Softcap)
 				d := math.Abs(float64(got[r*N+n]) - y)
 				if d > maxErr || d != d {
 					maxErr = d
@@ -262,6 +249,28 @@ func runMMA(ks *cuda.Kernels, dv *cuda.Device, c mmaCase) (res KernelCheck) {
 	res.RelErr = maxErr / max(maxRef, 1e-30)
 	res.Pass = res.RelErr < res.Tol && res.Error == ""
 	return res
+}
+
+// refOutput is the float64 reference of output n of weight matrix m for
+// the input row x: x·w_m[n] (gelu(x·gate)·(x·up) with GeGLU, ws holding
+// gate and up), soft-capped when softcap is not 0.
+func refOutput(x []float32, ws [][]uint16, m, n int, geglu bool, softcap float64) float64 {
+	K := len(x)
+	dot := func(w []uint16) float64 {
+		var acc float64
+		for k, xk := range x {
+			acc += float64(xk) * float64(math.Float32frombits(uint32(w[n*K+k])<<16))
+		}
+		return acc
+	}
+	y := dot(ws[m])
+	if geglu {
+		y = geluTanh(y) * dot(ws[1])
+	}
+	if softcap != 0 {
+		y = softcap * math.Tanh(y/softcap)
+	}
+	return y
 }
 
 func roundBF16(v float32) float32 {
@@ -396,29 +405,12 @@ func sweepShape(ks *cuda.Kernels, dv *cuda.Device, s ptx.Matvec) ([]GEMVTime, er
 	// The float64 reference of every output.
 	ref := make([]float64, s.N)
 	for n := range ref {
-		dot := func(w []uint16, row int) float64 {
-			var acc float64
-			for k := 0; k < s.K; k++ {
-				acc += float64(x[k]) * float64(math.Float32frombits(uint32(w[row*s.K+k])<<16))
-			}
-			return acc
+		m, row := 0, n
+		for len(s.Split) > 0 && row >= s.Split[m] {
+			row -= s.Split[m]
+			m++
 		}
-		switch {
-		case s.GeGLU:
-			ref[n] = geluTanh(dot(ws[0], n)) * dot(ws[1], n)
-		case len(s.Split) > 0:
-			m, row := 0, n
-			for row >= s.Split[m] {
-				row -= s.Split[m]
-				m++
-			}
-			ref[n] = dot(ws[m], row)
-		default:
-			ref[n] = dot(ws[0], n)
-		}
-		if s.Softcap != 0 {
-			ref[n] = s.Softcap * math.Tanh(ref[n]/s.Softcap)
-		}
+		ref[n] = refOutput(x, ws, m, row, s.GeGLU, s.Softcap)
 	}
 	var out []GEMVTime
 	for _, v := range gemvVariants {
