@@ -558,11 +558,7 @@ func (s Argmax) emit(k *kb) {
 	v, idx = k.load(tF32, smV, lane), k.load(tI32, smIp, lane)
 	reduce()
 	k.ifThen(k.b.NewICmp(enum.IPredEQ, lane, ci64(0)), func() {
-		k.store(k.smin32(idx, ci32(int64(s.N-1))), toks, ci64(0))
+		k.store(k.smin(idx, ci32(int64(s.N-1))), toks, ci64(0))
 		k.store(k.addc(k.load(tI64, sc, ci64(0)), 1), sc, ci64(0))
 	})
-}
-
-func (k *kb) smin32(x, y value.Value) value.Value {
-	return k.b.NewSelect(k.b.NewICmp(enum.IPredSLT, x, y), x, y)
 }

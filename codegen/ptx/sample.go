@@ -395,7 +395,7 @@ func (e *sampler) walk(val func(i, v, k value.Value) (x, pass value.Value), wt f
 			}
 			dm := fd
 			for m := int64(16); m >= 1; m /= 2 {
-				dm = e.smax32(dm, e.shfl32("bfly", dm, m))
+				dm = e.smax(dm, e.shfl32("bfly", dm, m))
 			}
 			win := e.and(e.icmp(enum.IPredEQ, fd, dm), e.icmp(enum.IPredSGE, dm, ci32(0)))
 			e.ifThen(win, func() {
@@ -423,10 +423,6 @@ func (e *sampler) walk(val func(i, v, k value.Value) (x, pass value.Value), wt f
 		mask = e.or(mask, ci32(255<<shift))
 	}
 	return prefix, above, bin, tgt
-}
-
-func (e *sampler) smax32(x, y value.Value) value.Value {
-	return e.sel(e.icmp(enum.IPredSGT, x, y), x, y)
 }
 
 // finish writes the token and advances the position (one thread calls it).
