@@ -4,13 +4,18 @@ import (
 	"fmt"
 
 	gir "github.com/gemmac/gemmac/ir"
+	"github.com/llir/llvm/ir"
 	"github.com/llir/llvm/ir/constant"
+	"github.com/llir/llvm/ir/enum"
+	"github.com/llir/llvm/ir/types"
 	"github.com/llir/llvm/ir/value"
 )
 
 // attnKeysPerStep is how many keys attention takes at a time: their dot
-// products are independent, and their soft-cap and exp run as one vector.
-const attnKeysPerStep = 4
+// products are independent chains (eight keep the FMA units busy without
+// splitting a key's product), summed by one transposing tree (lanesums),
+// and their soft-cap and exp run as one vector.
+const attnKeysPerStep = 8
 
 // Attention is causal (optionally sliding-window) grouped-query attention of
 // one chunk of T queries against the KV cache plus the chunk's own keys,
@@ -121,11 +126,14 @@ func (s Attention) emit(g *gen) {
 		// its type), or from the chunk (f32), rounded as the cache will
 		// hold it, so every query sees the same keys however the
 		// sequence was split into calls.
-		load := func(p, off value.Value, cached bool) value.Value {
+		// row points at a key's or value's first element and d, the
+		// vector's first element, is a constant: the loads of one row
+		// then share an address register.
+		load := func(row value.Value, d int, cached bool) value.Value {
 			if cached {
-				return g.loadVec(kvt, L, p, off, nil)
+				return g.loadVec(kvt, L, row, ci64(int64(d)), nil)
 			}
-			x := g.loadF(p, off, nil)
+			x := g.loadF(row, ci64(int64(d)), nil)
 			if kvt == gir.BF16 {
 				x = g.widen(g.narrowBF16(x), gir.BF16)
 			}
@@ -133,44 +141,54 @@ func (s Attention) emit(g *gen) {
 		}
 		// update folds in the keys and values at offs: their scores
 		// side by side in one vector (one soft-cap and one exp for all,
-		// and independent dot products), the running max corrected once.
+		// and independent dot products), the running max raised once.
 		update := func(kp, vp value.Value, offs []value.Value, cached bool, c []value.Value) []value.Value {
 			n := len(offs)
-			var sv value.Value = constant.NewUndef(vecT(n, tF32))
+			// Each key's dot product runs in `chains` partial vectors
+			// (at least four chains in all, for the FMA latency), the
+			// keys' vectors interleaved along d so that each slice of q
+			// is loaded once for all of them.
+			chains := max(1, min(nd, 4/n))
+			parts := make([]value.Value, n*chains)
+			var elem types.Type = tF32
+			if cached {
+				elem = elemType(kvt)
+			}
+			krows, vrows := make([]value.Value, n), make([]value.Value, n)
 			for u, off := range offs {
-				chains := min(4, nd)
-				parts := make([]value.Value, chains)
-				for d := 0; d < nd; d++ {
-					kv := load(kp, g.addc(off, int64(d*L)), cached)
-					if parts[d%chains] == nil {
-						parts[d%chains] = g.fmul(qv[d], kv)
+				krows[u], vrows[u] = g.gep(elem, kp, off), g.gep(elem, vp, off)
+			}
+			for d := 0; d < nd; d++ {
+				for u, krow := range krows {
+					kv := load(krow, d*L, cached)
+					i := u*chains + d%chains
+					if parts[i] == nil {
+						parts[i] = g.fmul(qv[d], kv)
 					} else {
-						parts[d%chains] = g.fma(qv[d], kv, parts[d%chains])
+						parts[i] = g.fma(qv[d], kv, parts[i])
 					}
 				}
-				sv = g.b.NewInsertElement(sv, g.reduce(g.sum(parts)), ci32(int64(u)))
+			}
+			var sv value.Value
+			if chains == 1 {
+				sv = g.lanesums(parts)
+			} else {
+				sv = constant.NewUndef(vecT(n, tF32))
+				for u := range offs {
+					sv = g.b.NewInsertElement(sv, g.reduce(g.sum(parts[u*chains:(u+1)*chains])), ci32(int64(u)))
+				}
 			}
 			if s.Softcap > 0 {
 				sv = g.softcap(sv, s.Softcap)
 			}
-			m, l := c[0], c[1]
-			mnew := m
-			for u := range offs {
-				mnew = g.fmax(mnew, g.b.NewExtractElement(sv, ci32(int64(u))))
-			}
-			corr := g.exp(g.fsub(m, mnew))
-			pv := g.exp(g.fsub(sv, g.splat(mnew, n)))
-			next := []value.Value{mnew, g.fmul(l, corr)}
-			cv := g.splat(corr, L)
-			for d := 0; d < nd; d++ {
-				next = append(next, g.fmul(c[2+d], cv))
-			}
-			for u, off := range offs {
+			next := g.raiseMax(g.b.NewCall(g.m.intrinsic("llvm.vector.reduce.fmax."+tsuffix(sv.Type()), tF32, sv.Type()), sv), c)
+			pv := g.exp(g.fsub(sv, g.splat(next[0], n)))
+			for u, vrow := range vrows {
 				p := g.b.NewExtractElement(pv, ci32(int64(u)))
 				next[1] = g.fadd(next[1], p)
 				ps := g.splat(p, L)
 				for d := 0; d < nd; d++ {
-					next[2+d] = g.fma(ps, load(vp, g.addc(off, int64(d*L)), cached), next[2+d])
+					next[2+d] = g.fma(ps, load(vrow, d*L, cached), next[2+d])
 				}
 			}
 			return next
@@ -209,4 +227,85 @@ func (s Attention) emit(g *gen) {
 			g.storeVec(g.fmul(c[2+d], inv), out, g.addc(qb, int64(d*L)), nil)
 		}
 	})
+}
+
+// raiseMax is the online softmax's rescaling: when bm, the largest score of
+// the keys at hand, exceeds the running max c[0], the max becomes bm and
+// the running sum c[1] and the accumulators c[2:] are scaled by
+// exp(c[0]−bm). It is a branch, not arithmetic on every step, because the
+// max soon stops rising: scaling by exp(0) (exactly 1 as g.exp computes
+// it, so the results are the same) put an exp and a multiply on the
+// accumulators' dependency chain, which bounded the key loop.
+func (g *gen) raiseMax(bm value.Value, c []value.Value) []value.Value {
+	pre := g.b
+	raise, join := g.block("raise"), g.block("raised")
+	pre.NewCondBr(pre.NewFCmp(enum.FPredOGT, bm, c[0]), raise, join)
+	g.b = raise
+	corr := g.exp(g.fsub(c[0], bm))
+	raised := []value.Value{bm, g.fmul(c[1], corr)}
+	cv := g.splat(corr, g.L())
+	for _, a := range c[2:] {
+		raised = append(raised, g.fmul(a, cv))
+	}
+	raiseEnd := g.b
+	raiseEnd.NewBr(join)
+	g.b = join
+	out := make([]value.Value, len(c))
+	for i := range c {
+		out[i] = join.NewPhi(ir.NewIncoming(raised[i], raiseEnd), ir.NewIncoming(c[i], pre))
+	}
+	return out
+}
+
+// lanesums returns the vector whose lane i is the sum of the lanes of vs[i]
+// (len(vs) a power of two; every vector of one type): a transposing tree
+// of shuffles and adds that halves, at each level, the lanes each vector
+// gives to each of its sums, where reducing the vectors one by one would
+// spend a shuffle-and-add tree on each.
+func (g *gen) lanesums(vs []value.Value) value.Value {
+	w := int(vs[0].Type().(*types.VectorType).Len) // lanes per sum
+	sums := 1                                      // sums per vector
+	// halves are the n-lane masks taking, for each sum in order, its
+	// first and its second w/2 lanes; the second operand's sums follow
+	// the first's at lane sums·w.
+	halves := func(n int) (lo, hi *constant.Vector) {
+		at := func(first int) func(int) int {
+			return func(i int) int { return i/(w/2)*w + first + i%(w/2) }
+		}
+		return shuffleMask(n, at(0)), shuffleMask(n, at(w/2))
+	}
+	for w > 1 || len(vs) > 1 {
+		var next []value.Value
+		switch {
+		case len(vs) > 1 && w == 1: // concatenate pairs
+			for i := 0; i < len(vs); i += 2 {
+				next = append(next, g.b.NewShuffleVector(vs[i], vs[i+1], shuffleMask(2*sums, func(i int) int { return i })))
+			}
+			sums *= 2
+		case len(vs) > 1: // pairs: a's sums then b's, on half the lanes each
+			lo, hi := halves(sums * w)
+			for i := 0; i < len(vs); i += 2 {
+				a, b := vs[i], vs[i+1]
+				next = append(next, g.fadd(g.b.NewShuffleVector(a, b, lo), g.b.NewShuffleVector(a, b, hi)))
+			}
+			sums, w = 2*sums, w/2
+		default: // one vector: fold each sum's lanes in half
+			lo, hi := halves(sums * w / 2)
+			u := constant.NewUndef(vs[0].Type())
+			next = append(next, g.fadd(g.b.NewShuffleVector(vs[0], u, lo), g.b.NewShuffleVector(vs[0], u, hi)))
+			w /= 2
+		}
+		vs = next
+	}
+	return vs[0]
+}
+
+// shuffleMask is the n-lane shufflevector mask whose lane i takes lane
+// from(i) of the operands.
+func shuffleMask(n int, from func(i int) int) *constant.Vector {
+	m := make([]constant.Constant, n)
+	for i := range m {
+		m[i] = ci32(int64(from(i)))
+	}
+	return constant.NewVector(vecT(n, tI32), m...)
 }

@@ -242,12 +242,12 @@ func benchAttention(b *testing.B, pos int) {
 // memory: MB/s counts the keys and values read, comparable with
 // BenchmarkProbeRead_2T.
 //
-// On the 2-vCPU Zen 5 VM it reads 17–24 GB/s against the probe's ~60, and
-// with one copy of the cache (L3) it takes half the time: the key loop is
-// bound by latency (llvm-mca: ~80 cycles a key, three quarters of them
-// waiting on register dependencies), not by memory. Prefetching keys and
-// values 4–16 keys ahead, 8 or 16 keys a step, and skipping the rescale by
-// a branch when the max does not rise each measured the same.
+// The key loop was bound by latency (llvm-mca: ~80 cycles a key, three
+// quarters of them waiting on registers): every step put an exp and a
+// multiply on the accumulators' chain, and 128 load addresses spilled.
+// With those gone (raiseMax, row pointers, lanesums) it is ~1.7× faster in
+// the 2B (bench --profile at 1536 tokens); prefetching keys ahead changed
+// nothing.
 func benchAttentionDecode(b *testing.B, pos int) {
 	l := getBenchLib(b)
 	a := benchSpec.attentionDecode
