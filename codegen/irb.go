@@ -409,6 +409,47 @@ func (g *gen) ifThen(cond value.Value, then func()) {
 	g.b = join
 }
 
+// ifThenValues emits `if cond { vals = then() } else { vals = otherwise }`
+// and returns vals.
+func (g *gen) ifThenValues(cond value.Value, then func() []value.Value, otherwise []value.Value) []value.Value {
+	pre := g.b
+	thenB, join := g.block("then"), g.block("join")
+	pre.NewCondBr(cond, thenB, join)
+	g.b = thenB
+	vals := then()
+	end := g.b
+	end.NewBr(join)
+	g.b = join
+	out := make([]value.Value, len(vals))
+	for i := range vals {
+		out[i] = join.NewPhi(ir.NewIncoming(vals[i], end), ir.NewIncoming(otherwise[i], pre))
+	}
+	return out
+}
+
+// ifElse emits `if cond { then() } else { els() }`.
+func (g *gen) ifElse(cond value.Value, then, els func()) {
+	thenB, elseB, join := g.block("then"), g.block("else"), g.block("join")
+	g.b.NewCondBr(cond, thenB, elseB)
+	g.b = thenB
+	then()
+	g.b.NewBr(join)
+	g.b = elseB
+	els()
+	g.b.NewBr(join)
+	g.b = join
+}
+
+// stack allocates n elements of elem on the stack, aligned for any vector
+// (call it in the entry block: an alloca elsewhere grows the stack on
+// every pass).
+func (g *gen) stack(elem types.Type, n int) value.Value {
+	a := g.b.NewAlloca(elem)
+	a.NElems = ci64(int64(n))
+	a.Align = 64
+	return a
+}
+
 // vecLoop walks n (compile-time) f32 elements in vectors of L lanes: full
 // vectors in a loop, then one masked vector for the remainder. body gets the
 // element offset and the mask (nil for full vectors).

@@ -182,10 +182,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	var xd value.Value
 	if R == 1 && dt == gir.BF16 && deinterleaveX && K <= 4096 {
 		if full := K / (2 * L0) * (2 * L0); full > 0 {
-			a := g.b.NewAlloca(tF32)
-			a.NElems = ci64(int64(full))
-			a.Align = 64
-			xd = a
+			xd = g.stack(tF32, full)
 			ev := make([]constant.Constant, L0)
 			od := make([]constant.Constant, L0)
 			for i := range ev {
@@ -216,10 +213,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	}
 	var packed value.Value // quantised weights: nw·nc rows of kb floats
 	if src.IsQuantized() {
-		a := g.b.NewAlloca(tF32)
-		a.NElems = ci64(int64(nw * nc * kb))
-		a.Align = 64
-		packed = a
+		packed = g.stack(tF32, nw*nc*kb)
 	}
 	// With one weight matrix the partial sums go to out itself and the K
 	// blocks are the outer loop (the x block of every column tile is then
@@ -236,10 +230,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	}
 	var scratch value.Value
 	if kb < K && !kOuter {
-		a := g.b.NewAlloca(tF32)
-		a.NElems = ci64(int64(nw * R * nc * per))
-		a.Align = 64
-		scratch = a
+		scratch = g.stack(tF32, nw*R*nc*per)
 	}
 	sidx := func(m int, r, j value.Value, c int) value.Value {
 		if kOuter {

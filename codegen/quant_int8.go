@@ -19,7 +19,6 @@ import (
 	gir "github.com/gemmac/gemmac/ir"
 	"github.com/llir/llvm/ir/constant"
 	"github.com/llir/llvm/ir/enum"
-	"github.com/llir/llvm/ir/types"
 	"github.com/llir/llvm/ir/value"
 )
 
@@ -52,13 +51,7 @@ func (g *gen) useInt8Decode(R int, dt gir.DType) bool {
 func (g *gen) quantizeX(x value.Value, K int) (xq, xd, xc value.Value) {
 	L := g.L()
 	nb := K / gir.QK
-	alloc := func(t types.Type, n int) value.Value {
-		a := g.b.NewAlloca(t)
-		a.NElems = ci64(int64(n))
-		a.Align = 32
-		return a
-	}
-	xq, xd, xc = alloc(tI8, K), alloc(tF32, nb), alloc(tI32, 8*nb)
+	xq, xd, xc = g.stack(tI8, K), g.stack(tF32, nb), g.stack(tI32, 8*nb)
 	vi := vecT(L, tI32)
 	fmaxV := g.m.intrinsic("llvm.vector.reduce.fmax."+tsuffix(g.vf()), tF32, g.vf())
 	addV := g.m.intrinsic("llvm.vector.reduce.add."+tsuffix(vi), tI32, vi)

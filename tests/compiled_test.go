@@ -108,12 +108,15 @@ func TestCompiledMatchesInterpreterAndReferences(t *testing.T) {
 			want := logitsOf(t, interp, ref.Tokens, len(ref.Tokens))
 			for _, prefill := range []int{len(ref.Tokens), 11, 1, 0} {
 				got := logitsOf(t, compiled, ref.Tokens, prefill)
-				if d := maxRowDiff(got, want); d > 1e-4 {
+				d := maxRowDiff(got, want)
+				if d > 1e-4 {
 					t.Errorf("prefill %d: compiled differs from the interpreter by %.3g", prefill, d)
 				}
-				if worst, row, col := maxAbsDiff(t, got, ref.Logits); worst > 1e-3 {
+				worst, row, col := maxAbsDiff(t, got, ref.Logits)
+				if worst > 1e-3 {
 					t.Errorf("prefill %d: compiled differs from %s by %.3g at %d,%d", prefill, c.ref, worst, row, col)
 				}
+				t.Logf("prefill %d: max |Δlogit| %.3g from the interpreter, %.3g from %s", prefill, d, worst, c.ref)
 			}
 		})
 	}
