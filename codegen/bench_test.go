@@ -238,7 +238,8 @@ func benchAttention(b *testing.B, pos int) {
 
 // benchAttentionDecode times the 2B's decode attention (a global layer, f32
 // cache, two threads) of the token at position pos, rotating through copies
-// of the cache as the model's 26 layers do, so keys and values come from
+// of the cache through the benchmark arena (its u16 pairs read as normal
+// f32 values) as the model's 26 layers do, so keys and values come from
 // memory: MB/s counts the keys and values read, comparable with
 // BenchmarkProbeRead_2T.
 //
@@ -252,9 +253,9 @@ func benchAttentionDecode(b *testing.B, pos int) {
 	l := getBenchLib(b)
 	a := benchSpec.attentionDecode
 	rowF32 := a.HKV * a.D
-	cache := a.CacheLen * rowF32
-	copies := max(1, arenaBytes/(8*cache))
-	keep := []any{}
+	cacheBytes := uintptr(a.CacheLen * rowF32 * 4)
+	arena := getArena()
+	keep := []any{arena}
 	buf := func(n int, seed uint64) uintptr {
 		x := randF32(n, seed, 1)
 		keep = append(keep, x)
@@ -263,8 +264,8 @@ func benchAttentionDecode(b *testing.B, pos int) {
 	out, q, k, v := buf(a.HQ*a.D, 1), buf(a.HQ*a.D, 2), buf(rowF32, 3), buf(rowF32, 4)
 	sc := scalarsBuf(int64(pos), 1)
 	var argv [][]uintptr
-	for c := 0; c < copies; c++ {
-		argv = append(argv, []uintptr{out, q, k, v, buf(cache, uint64(10+2*c)), buf(cache, uint64(11+2*c)), addr(sc)})
+	for kc := addr(arena); kc+2*cacheBytes <= addr(arena)+arenaBytes; kc += 2 * cacheBytes {
+		argv = append(argv, []uintptr{out, q, k, v, kc, kc + cacheBytes, addr(sc)})
 	}
 	runKernelBench(b, l, a, argv, 2, int64(2*(pos+1)*rowF32*4), 0)
 	runtime.KeepAlive(keep)
