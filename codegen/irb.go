@@ -412,14 +412,23 @@ func (g *gen) ifThen(cond value.Value, then func()) {
 // ifThenValues emits `if cond { vals = then() } else { vals = otherwise }`
 // and returns vals.
 func (g *gen) ifThenValues(cond value.Value, then func() []value.Value, otherwise []value.Value) []value.Value {
-	pre := g.b
-	thenB, join := g.block("then"), g.block("join")
+	return CondValues(&g.b, g.block, cond, then, otherwise)
+}
+
+// CondValues emits, at the end of *cur, a branch on cond to a block where
+// then builds values, and returns them joined (phis) with otherwise (values
+// available before the branch) for the path that skipped it; *cur is then
+// the join block. newBlock names and appends blocks. It serves every IR
+// builder of gemmac (the CPU kernels' and the PTX kernels').
+func CondValues(cur **ir.Block, newBlock func(name string) *ir.Block, cond value.Value, then func() []value.Value, otherwise []value.Value) []value.Value {
+	pre := *cur
+	thenB, join := newBlock("then"), newBlock("join")
 	pre.NewCondBr(cond, thenB, join)
-	g.b = thenB
+	*cur = thenB
 	vals := then()
-	end := g.b
+	end := *cur
 	end.NewBr(join)
-	g.b = join
+	*cur = join
 	out := make([]value.Value, len(vals))
 	for i := range vals {
 		out[i] = join.NewPhi(ir.NewIncoming(vals[i], end), ir.NewIncoming(otherwise[i], pre))

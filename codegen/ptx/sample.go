@@ -12,8 +12,8 @@ import (
 	"math"
 	"math/bits"
 
+	"github.com/gemmac/gemmac/codegen"
 	"github.com/gemmac/gemmac/runtime/plan"
-	"github.com/llir/llvm/ir"
 	"github.com/llir/llvm/ir/constant"
 	"github.com/llir/llvm/ir/enum"
 	"github.com/llir/llvm/ir/types"
@@ -234,19 +234,7 @@ func (e *sampler) umin(x, y value.Value) value.Value {
 // cond runs then when c holds and returns its values, or otherwise (values
 // available before the branch) when it does not.
 func (e *sampler) cond(c value.Value, then func() []value.Value, otherwise []value.Value) []value.Value {
-	pre := e.b
-	thenB, join := e.block("then"), e.block("join")
-	pre.NewCondBr(c, thenB, join)
-	e.b = thenB
-	vals := then()
-	end := e.b
-	end.NewBr(join)
-	e.b = join
-	out := make([]value.Value, len(vals))
-	for i := range vals {
-		out[i] = join.NewPhi(ir.NewIncoming(vals[i], end), ir.NewIncoming(otherwise[i], pre))
-	}
-	return out
+	return codegen.CondValues(&e.b, e.block, c, then, otherwise)
 }
 
 // key is SampleKey on the device (i32, compared unsigned).
