@@ -56,18 +56,26 @@ func (s Matvec) warps() int    { return orDefault(s.Warps, mvWarps) }
 func (s Matvec) unroll() int   { return orDefault(s.Unroll, mvUnroll) }
 func (s Matvec) minWarps() int { return orDefault(s.MinWarps, mvMinWarps) }
 
-func (s Matvec) Name() string {
-	op := "matvec"
-	if s.GeGLU {
-		op = "geglu_matvec"
+// projectionName names a matvec or matmul kernel: op is base, geglu_base,
+// or base followed by the number of matrices of a fused Split, whose row
+// counts end the name.
+func projectionName(base string, geglu bool, split []int, R, K, N int, wtype string) string {
+	op := base
+	if geglu {
+		op = "geglu_" + base
 	}
-	if len(s.Split) > 0 {
-		op = fmt.Sprintf("matvec%d", len(s.Split))
+	if len(split) > 0 {
+		op = fmt.Sprintf("%s%d", base, len(split))
 	}
-	n := fmt.Sprintf("%s_r%d_k%d_n%d_%v", op, s.R, s.K, s.N, s.WType)
-	for _, p := range s.Split {
+	n := fmt.Sprintf("%s_r%d_k%d_n%d_%s", op, R, K, N, wtype)
+	for _, p := range split {
 		n += fmt.Sprintf("_%d", p)
 	}
+	return n
+}
+
+func (s Matvec) Name() string {
+	n := projectionName("matvec", s.GeGLU, s.Split, s.R, s.K, s.N, s.WType.String())
 	if s.Softcap != 0 {
 		n += "_cap" + fname(s.Softcap)
 	}

@@ -66,17 +66,7 @@ func (s MMA) bm() int {
 }
 
 func (s MMA) Name() string {
-	op := "mma"
-	if s.GeGLU {
-		op = "geglu_mma"
-	}
-	if len(s.Split) > 0 {
-		op = fmt.Sprintf("mma%d", len(s.Split))
-	}
-	n := fmt.Sprintf("%s_r%d_k%d_n%d_bf16", op, s.R, s.K, s.N)
-	for _, p := range s.Split {
-		n += fmt.Sprintf("_%d", p)
-	}
+	n := projectionName("mma", s.GeGLU, s.Split, s.R, s.K, s.N, "bf16")
 	if s.Exact {
 		n += "_x2"
 	}
