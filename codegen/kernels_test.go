@@ -506,6 +506,10 @@ func allCases() []kcase {
 		matmulCase(64, 64, 10, F, 61, 0),
 		matmulCase(64, 256, 9, B, 64, 30),
 		gegluCase(1, 64, 7, B, 1),
+		// bf16 decode GeGLU steps four pairs of vectors: whole steps and a
+		// masked tail, with x de-interleaved (K ≤ 4096) and without.
+		gegluCase(1, 328, 5, B, 1),
+		gegluCase(1, 4200, 3, B, 1),
 		gegluCase(1, 72, 5, F, 1),
 		gegluCase(5, 96, 9, F, 3),
 		gegluCase(64, 64, 6, H, 63),

@@ -94,9 +94,12 @@ func checkWeightType(dt gir.DType) error {
 //
 // Decode (R=1) is memory bound: f32/f16 keep 4 weight rows (per matrix) in
 // flight, two vectors each per step. bf16 (the pair step: one cache line
-// per row per step) keeps decodeNC rows in flight — 8 for one matrix
-// (more concurrent streams measured faster on the LM head and q/k/v shapes),
-// 4 per matrix for GeGLU (8 streams already; 16 measured slower). A batched
+// per row per step) keeps decodeNC rows in flight: 8 for one matrix (more
+// concurrent streams measured faster on the LM head and q/k/v shapes, and
+// far faster on the down projection's long rows), but for GeGLU one row of
+// each matrix, four lines per step, which read 1.09–1.17× faster than four
+// rows of each (the median of 100 samples alternating with the other tile,
+// four runs; f32's GeGLU measured no gain from it). A batched
 // decode step (smallBatch) is memory bound too: one tile holds every row,
 // so each weight vector is loaded and widened once and feeds R FMAs, with
 // batchAccumulators accumulators. Prefill keeps mr·nc·nw ≤ 24 accumulators
@@ -624,8 +627,8 @@ func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int
 // weight matrices: weight rows in flight and K unroll in vectors (an odd
 // unroll steps by one pair, 2L elements, into one accumulator per row).
 var (
-	decodeNC     = [2]int{8, 4}
-	decodeUnroll = [2]int{1, 1}
+	decodeNC     = [2]int{8, 1}
+	decodeUnroll = [2]int{1, 4}
 )
 
 // prefillTileBytes bounds the weights of a prefill column tile (nw·nc rows
