@@ -99,7 +99,9 @@ func checkWeightType(dt gir.DType) error {
 // far faster on the down projection's long rows), but for GeGLU one row of
 // each matrix, four lines per step, which read 1.09–1.17× faster than four
 // rows of each (the median of 100 samples alternating with the other tile,
-// four runs; f32's GeGLU measured no gain from it). A batched
+// five runs; f32's GeGLU measured no gain from it). One-row tiles take no
+// software prefetch (see the prefetchPlan choice in emitGemm): two plain
+// streams are what the hardware prefetcher follows. A batched
 // decode step (smallBatch) is memory bound too: one tile holds every row,
 // so each weight vector is loaded and widened once and feeds R FMAs, with
 // batchAccumulators accumulators. Prefill keeps mr·nc·nw ≤ 24 accumulators
