@@ -122,7 +122,20 @@ func qGranule(R, nw int) int64 {
 		return int64(nc)
 	}
 	_, nc := qTiling(R, nw, 16)
+	if R == 1 {
+		// Either decode path may run (int8 depends on the target); a
+		// granule both tiles divide keeps every split free of tails.
+		nc = lcm(nc, int8DecodeNC[nw-1])
+	}
 	return int64(nc)
+}
+
+func lcm(a, b int) int {
+	x, y := a, b
+	for y != 0 {
+		x, y = y, x%y
+	}
+	return a / x * b
 }
 
 // qTiling picks the register tile for nw quantised weight matrices: mr rows
@@ -147,7 +160,8 @@ func qTiling(R, nw, lanes int) (mr, nc int) {
 var qPrefillTile = [2][2]int{{4, 4}, {4, 2}}
 
 // qDecodeNC is the decode column tile: weight rows in flight for one
-// matrix (QMatmul) and per matrix for two (QGeGLU).
+// matrix (QMatmul) and per matrix for two (QGeGLU). The byte dot-product
+// kernels (quant_int8.go) take int8DecodeNC instead.
 var qDecodeNC = [2]int{8, 4}
 
 // prefetchNextTile prefetches, for each weight matrix, the stretch of the

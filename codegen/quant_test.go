@@ -216,6 +216,9 @@ func quantCases() []kcase {
 			qmatmulCase(1, 2304, 19, dt, 1, 0),
 			qmatmulCase(1, 160, 9, dt, 1, 0), // q4_0 pairs: one load, two loads, then a single block
 			qmatmulCase(1, 288, 17, dt, 1, 0),
+			// Decode: granule-aligned pieces of whole column tiles of
+			// either path (3 and 8 rows) and a tail.
+			qmatmulCase(1, 160, 53, dt, 1, 0),
 			qmatmulCase(1, 96, 11, dt, 1, 30),
 			qmatmulCase(5, 64, 11, dt, 4, 0),
 			qmatmulCase(5, 96, 9, dt, 5, 30),
