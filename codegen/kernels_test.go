@@ -500,6 +500,12 @@ func allCases() []kcase {
 		matmulCase(1, 96, 13, B, 1, 0),
 		matmulCase(1, 256, 9, H, 1, 0),
 		matmulCase(1, 100, 5, B, 1, 0),
+		// bf16 decode GEMVs read short rows one at a time and long ones
+		// (over shortDecodeRowBytes) 8 at a time: column tiles and single
+		// columns, a masked K tail, x de-interleaved and (K > 4096) not.
+		matmulCase(1, 2304, 9, B, 1, 30),
+		matmulCase(1, 2330, 19, B, 1, 0),
+		matmulCase(1, 4200, 11, B, 1, 0),
 		matmulCase(1, 256, 11, F, 1, 30),
 		matmulCase(5, 96, 11, B, 4, 0),
 		matmulCase(5, 70, 6, H, 5, 0),

@@ -28,7 +28,7 @@ func (s Matmul) Name() string {
 	return n
 }
 func (s Matmul) Items() int64       { return int64(s.N) }
-func (s Matmul) Granule() int64     { _, nc, _ := gemmTiling(s.R, 1, s.WType); return int64(nc) }
+func (s Matmul) Granule() int64     { _, nc, _ := gemmTiling(s.R, s.K, 1, s.WType); return int64(nc) }
 func (s Matmul) Args() []string     { return []string{"out", "x", "w", "scalars"} }
 func (s Matmul) FLOPs() int64       { return 2 * int64(s.R) * int64(s.K) * int64(s.N) }
 func (s Matmul) WeightBytes() int64 { return int64(s.K) * int64(s.N) * int64(s.WType.Size()) }
@@ -64,7 +64,7 @@ func (s GeGLU) Name() string {
 	return fmt.Sprintf("geglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
 }
 func (s GeGLU) Items() int64       { return int64(s.F) }
-func (s GeGLU) Granule() int64     { _, nc, _ := gemmTiling(s.R, 2, s.WType); return int64(nc) }
+func (s GeGLU) Granule() int64     { _, nc, _ := gemmTiling(s.R, s.K, 2, s.WType); return int64(nc) }
 func (s GeGLU) Args() []string     { return []string{"out", "x", "wgate", "wup", "scalars"} }
 func (s GeGLU) FLOPs() int64       { return 4 * int64(s.R) * int64(s.K) * int64(s.F) }
 func (s GeGLU) WeightBytes() int64 { return 2 * int64(s.K) * int64(s.F) * int64(s.WType.Size()) }
@@ -94,21 +94,27 @@ func checkWeightType(dt gir.DType) error {
 //
 // Decode (R=1) is memory bound: f32/f16 keep 4 weight rows (per matrix) in
 // flight, two vectors each per step. bf16 (the pair step: one cache line
-// per row per step) keeps decodeNC rows in flight: 8 for one matrix (more
-// concurrent streams measured faster on the LM head and q/k/v shapes, and
-// far faster on the down projection's long rows), but for GeGLU one row of
+// per row per step) keeps decodeNC rows in flight: 8 for one matrix with
+// long rows (8 rows read 1.2–1.35× faster than one at K = 4608–9216), but
+// one row, two accumulators, when a row is at most shortDecodeRowBytes: at
+// K = 2048–2304 (the 2B's q, k, v, o and LM head) one row read 1.05–1.2×
+// faster than 8, since consecutive rows then make one sequential stream;
+// K = 3584–4096 measured the same either way. The GeGLU takes one row of
 // each matrix, four lines per step, which read 1.09–1.17× faster than four
 // rows of each (the median of 100 samples alternating with the other tile,
 // five runs; f32's GeGLU measured no gain from it). One-row tiles take no
-// software prefetch (see the prefetchPlan choice in emitGemm): two plain
+// software prefetch (see the prefetchPlan choice in emitGemm): plain
 // streams are what the hardware prefetcher follows. A batched
 // decode step (smallBatch) is memory bound too: one tile holds every row,
 // so each weight vector is loaded and widened once and feeds R FMAs, with
 // batchAccumulators accumulators. Prefill keeps mr·nc·nw ≤ 24 accumulators
 // in the 32 AVX-512 registers so each converted weight vector feeds mr FMAs
 // (prefillTile).
-func gemmTiling(R, nw int, dt gir.DType) (mr, nc, unroll int) {
+func gemmTiling(R, K, nw int, dt gir.DType) (mr, nc, unroll int) {
 	if R == 1 && dt == gir.BF16 {
+		if nw == 1 && int64(K*dt.Size()) <= shortDecodeRowBytes {
+			return 1, 1, 2
+		}
 		return 1, decodeNC[nw-1], decodeUnroll[nw-1]
 	}
 	if R == 1 {
@@ -162,7 +168,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	if src.IsQuantized() {
 		dt = gir.F32 // as the tiles read them, from the packed buffer
 	}
-	mr, nc, unroll := gemmTiling(R, nw, dt)
+	mr, nc, unroll := gemmTiling(R, K, nw, dt)
 	switch {
 	case g.L() < 16 && smallBatch(R):
 		// Fewer, narrower registers (16 on AVX2/NEON): fewer columns (the
@@ -632,6 +638,10 @@ var (
 	decodeNC     = [2]int{8, 1}
 	decodeUnroll = [2]int{1, 4}
 )
+
+// shortDecodeRowBytes: a bf16 decode GEMV (one matrix) whose weight rows
+// are at most this long reads them one at a time (see gemmTiling).
+var shortDecodeRowBytes int64 = 4608
 
 // prefillTileBytes bounds the weights of a prefill column tile (nw·nc rows
 // of one K block) so they stay in L1 while the rows of x stream; K is split

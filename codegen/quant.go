@@ -118,7 +118,7 @@ func packsQuantized(R int) bool { return packQuantPrefill && R > maxBatchRows }
 // qGranule is the column granule of a quantised matmul of R rows.
 func qGranule(R, nw int) int64 {
 	if packsQuantized(R) {
-		_, nc, _ := gemmTiling(R, nw, gir.F32)
+		_, nc, _ := gemmTiling(R, 0, nw, gir.F32) // K only matters for decode
 		return int64(nc)
 	}
 	_, nc := qTiling(R, nw, 16)
