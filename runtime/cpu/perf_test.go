@@ -45,7 +45,7 @@ func TestPerfModel(t *testing.T) {
 	}
 	toks := make([]int32, prompt)
 	for i := range toks {
-		toks[i] = int32(3 + i*7919%250000)
+		toks[i] = int32(3 + i*7919%(ckpt.Config.VocabSize-3))
 	}
 	var pre, dec []float64
 	for r := 0; r < reps; r++ {
