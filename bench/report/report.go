@@ -33,6 +33,7 @@ type Result struct {
 	FMAGFLOP               float64 `json:"fma_gflop_s"`
 	DecodeRooflineTokS     float64 `json:"decode_roofline_tok_s"`
 	DecodeRooflineFraction float64 `json:"decode_roofline_fraction"`
+	DecodeRooflinePaired   float64 `json:"decode_roofline_fraction_paired"`
 	PrefillPeakFraction    float64 `json:"prefill_peak_fraction"`
 }
 
@@ -171,6 +172,7 @@ type Row struct {
 	DecodeTokS, DecodeStepTokS    float64 // all steps' mean; the median step
 	DecodeRooflineTok             float64
 	DecodeRooflinePct             float64 // % of the bandwidth roofline
+	DecodePairedPct               float64 // the same, step by step; 0 when not measured
 	PrefillSpeedup, DecodeSpeedup float64 // compiled ÷ interpreter; 0 on interpreter rows
 }
 
@@ -187,6 +189,7 @@ func (r *Report) Rows() []Row {
 				DecodeTokS:     res.DecodeTokS, DecodeStepTokS: res.DecodeStepTokS,
 				DecodeRooflineTok: res.DecodeRooflineTokS,
 				DecodeRooflinePct: 100 * res.DecodeRooflineFraction,
+				DecodePairedPct:   100 * res.DecodeRooflinePaired,
 			}
 			if !isInterp(res.Engine) {
 				row.PrefillSpeedup = ratio(res.PrefillTokS, m.Interp.PrefillTokS)
@@ -212,18 +215,19 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "# gemmac bench, %s\n\n", r.Date.Format("2006-01-02"))
 	fmt.Fprintf(&b, "Machine: %s; measured read %s GB/s, FMA %s GFLOP/s. Prompt %d tokens, %d generated tokens; %s.\n\n",
 		r.machineLine(), read, fma, r.PromptTokens, r.GenTokens, r.Date.Format(time.RFC3339))
-	b.WriteString("| model | engine | threads | prefill tok/s | prefill GFLOP/s | % of FMA peak | decode tok/s | median step tok/s | decode roofline tok/s | % of roofline | prefill speedup | decode speedup |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| model | engine | threads | prefill tok/s | prefill GFLOP/s | % of FMA peak | decode tok/s | median step tok/s | decode roofline tok/s | % of roofline | step by step | prefill speedup | decode speedup |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, row := range r.Rows() {
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			mdEscape(row.Model), mdEscape(row.Engine), row.Threads,
 			fmtNum(row.PrefillTokS), fmtNum(row.PrefillGFLOP), fmtPct(row.PrefillPeakPct),
-			fmtNum(row.DecodeTokS), fmtNum(row.DecodeStepTokS), fmtNum(row.DecodeRooflineTok), fmtPct(row.DecodeRooflinePct),
+			fmtNum(row.DecodeTokS), fmtNum(row.DecodeStepTokS), fmtNum(row.DecodeRooflineTok), fmtPct(row.DecodeRooflinePct), fmtPct(row.DecodePairedPct),
 			fmtSpeedup(row.PrefillSpeedup), fmtSpeedup(row.DecodeSpeedup))
 	}
 	b.WriteString("\nSpeedups are compiled ÷ interpreter on the same model, shown on the compiled row. " +
 		"The decode roofline is read bandwidth ÷ (weight + KV bytes per token), the bandwidth being the median of samples taken between the decode steps (untimed); " +
-		"the % of roofline compares the median step with it, so both sides are sampled over the same seconds of a shared machine. " +
+		"the % of roofline compares the median step with it, so both sides are sampled over the same seconds of a shared machine; " +
+		"step by step is the median over the steps of each against the sample taken right after its pair of steps, milliseconds apart. " +
 		"The FMA peak is the machine's measured fused multiply-add rate (best of runs just before and after the prefill).\n\n")
 	b.WriteString("Command:\n\n```sh\n" + r.Command + "\n```\n\nwhich ran:\n\n```sh\n")
 	for _, m := range r.Models {

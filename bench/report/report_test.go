@@ -17,10 +17,10 @@ import (
 
 // Canned `gemmac bench --json --compare` output for two models.
 const (
-	benchA = `{"engine":"compiled cpu x86-64-v4","threads":4,"prompt_tokens":128,"gen_tokens":16,"prefill_s":0.5,"decode_s":0.4,"prefill_tok_s":256,"decode_tok_s":40,"decode_step_tok_s":41,"weight_bytes_per_token":1000000,"kv_bytes_per_token":0,"kv_cache_bytes":1,"prefill_flops":1e9,"prefill_gflop_s":60,"read_gb_s":50,"fma_gflop_s":100,"decode_roofline_tok_s":50,"decode_roofline_fraction":0.8,"prefill_peak_fraction":0.6,"future_field":1}
+	benchA = `{"engine":"compiled cpu x86-64-v4","threads":4,"prompt_tokens":128,"gen_tokens":16,"prefill_s":0.5,"decode_s":0.4,"prefill_tok_s":256,"decode_tok_s":40,"decode_step_tok_s":41,"weight_bytes_per_token":1000000,"kv_bytes_per_token":0,"kv_cache_bytes":1,"prefill_flops":1e9,"prefill_gflop_s":60,"read_gb_s":50,"fma_gflop_s":100,"decode_roofline_tok_s":50,"decode_roofline_fraction":0.8,"decode_roofline_fraction_paired":0.85,"prefill_peak_fraction":0.6,"future_field":1}
 {"engine":"interp","threads":4,"prompt_tokens":128,"gen_tokens":16,"prefill_s":5,"decode_s":4,"prefill_tok_s":25.6,"decode_tok_s":4,"decode_step_tok_s":4.1,"weight_bytes_per_token":1000000,"kv_bytes_per_token":0,"kv_cache_bytes":1,"prefill_flops":1e9,"prefill_gflop_s":6,"read_gb_s":50,"fma_gflop_s":100,"decode_roofline_tok_s":50,"decode_roofline_fraction":0.08,"prefill_peak_fraction":0.06}
 `
-	benchB = `{"engine":"compiled cpu x86-64-v4","threads":4,"prompt_tokens":128,"gen_tokens":16,"prefill_s":1,"decode_s":1,"prefill_tok_s":30,"decode_tok_s":9.5,"decode_step_tok_s":9.8,"weight_bytes_per_token":5000000,"kv_bytes_per_token":0,"kv_cache_bytes":1,"prefill_flops":1e10,"prefill_gflop_s":45,"read_gb_s":50,"fma_gflop_s":100,"decode_roofline_tok_s":10,"decode_roofline_fraction":0.95,"prefill_peak_fraction":0.45}
+	benchB = `{"engine":"compiled cpu x86-64-v4","threads":4,"prompt_tokens":128,"gen_tokens":16,"prefill_s":1,"decode_s":1,"prefill_tok_s":30,"decode_tok_s":9.5,"decode_step_tok_s":9.8,"weight_bytes_per_token":5000000,"kv_bytes_per_token":0,"kv_cache_bytes":1,"prefill_flops":1e10,"prefill_gflop_s":45,"read_gb_s":50,"fma_gflop_s":100,"decode_roofline_tok_s":10,"decode_roofline_fraction":0.95,"decode_roofline_fraction_paired":0.9,"prefill_peak_fraction":0.45}
 {"engine":"interp","threads":4,"prompt_tokens":128,"gen_tokens":16,"prefill_s":10,"decode_s":8,"prefill_tok_s":2.5,"decode_tok_s":1.9,"decode_step_tok_s":2,"weight_bytes_per_token":5000000,"kv_bytes_per_token":0,"kv_cache_bytes":1,"prefill_flops":1e10,"prefill_gflop_s":3.75,"read_gb_s":50,"fma_gflop_s":100,"decode_roofline_tok_s":10,"decode_roofline_fraction":0.19,"prefill_peak_fraction":0.0375}
 `
 )
@@ -108,10 +108,10 @@ func TestRowsAndMarkdown(t *testing.T) {
 		}
 	}
 	wantRows := []string{
-		`| alpha | compiled cpu x86-64-v4 | 4 | 256 | 60.0 | 60.0% | 40.0 | 41.0 | 50.0 | 80.0% | 10.0× | 10.0× |`,
-		`| alpha | interp | 4 | 25.6 | 6.00 | 6.0% | 4.00 | 4.10 | 50.0 | 8.0% |  |  |`,
-		`| beta\|b | compiled cpu x86-64-v4 | 4 | 30.0 | 45.0 | 45.0% | 9.50 | 9.80 | 10.0 | 95.0% | 12.0× | 5.00× |`,
-		`| beta\|b | interp | 4 | 2.50 | 3.75 | 3.8% | 1.90 | 2.00 | 10.0 | 19.0% |  |  |`,
+		`| alpha | compiled cpu x86-64-v4 | 4 | 256 | 60.0 | 60.0% | 40.0 | 41.0 | 50.0 | 80.0% | 85.0% | 10.0× | 10.0× |`,
+		`| alpha | interp | 4 | 25.6 | 6.00 | 6.0% | 4.00 | 4.10 | 50.0 | 8.0% | — |  |  |`,
+		`| beta\|b | compiled cpu x86-64-v4 | 4 | 30.0 | 45.0 | 45.0% | 9.50 | 9.80 | 10.0 | 95.0% | 90.0% | 12.0× | 5.00× |`,
+		`| beta\|b | interp | 4 | 2.50 | 3.75 | 3.8% | 1.90 | 2.00 | 10.0 | 19.0% | — |  |  |`,
 	}
 	if strings.Join(tableRows, "\n") != strings.Join(wantRows, "\n") {
 		t.Errorf("table rows:\n%s\nwant:\n%s", strings.Join(tableRows, "\n"), strings.Join(wantRows, "\n"))

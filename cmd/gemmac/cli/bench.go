@@ -67,7 +67,13 @@ type BenchResult struct {
 	FMAGFLOP               float64 `json:"fma_gflop_s,omitempty"`
 	DecodeRooflineTokS     float64 `json:"decode_roofline_tok_s,omitempty"`
 	DecodeRooflineFraction float64 `json:"decode_roofline_fraction,omitempty"`
-	PrefillPeakFraction    float64 `json:"prefill_peak_fraction,omitempty"`
+	// DecodeRooflinePaired is the decode fraction taken step by step: the
+	// median over the steps of each one against the roofline of the
+	// bandwidth sample right after its pair of steps (milliseconds later,
+	// where the medians above may come from minutes apart on a machine
+	// whose bandwidth moves with its neighbours).
+	DecodeRooflinePaired float64 `json:"decode_roofline_fraction_paired,omitempty"`
+	PrefillPeakFraction  float64 `json:"prefill_peak_fraction,omitempty"`
 
 	// Streams is the batched decoding measurement of --streams N.
 	Streams *StreamsResult `json:"streams,omitempty"`
@@ -181,8 +187,8 @@ func runBench(env *Env, args []string) error {
 		}
 		if r.ReadPasses > 0 {
 			fmt.Fprintf(env.Stdout, "%24s read %.1f GB/s (median of %d samples between the steps; best %.1f)\n", "", r.ReadGBs, r.ReadPasses, r.ReadGBsBest)
-			fmt.Fprintf(env.Stdout, "%24s decode at %.0f%% of the bandwidth roofline (median step vs %.2f tok/s), prefill at %.0f%% of the FMA peak (%.1f GFLOP/s)\n",
-				"", 100*r.DecodeRooflineFraction, r.DecodeRooflineTokS, 100*r.PrefillPeakFraction, r.PrefillGFLOP)
+			fmt.Fprintf(env.Stdout, "%24s decode at %.0f%% of the bandwidth roofline (median step vs %.2f tok/s; %.0f%% step by step against the sample after each), prefill at %.0f%% of the FMA peak (%.1f GFLOP/s)\n",
+				"", 100*r.DecodeRooflineFraction, r.DecodeRooflineTokS, 100*r.DecodeRooflinePaired, 100*r.PrefillPeakFraction, r.PrefillGFLOP)
 			switch {
 			case r.DecodeRooflineFraction <= 1:
 			case r.WeightBytesPerToken < cacheResidentBytes:
@@ -257,10 +263,14 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 	var decode time.Duration
 	var rss, peak int64
 	var steps, reads []float64
+	var after []float64 // per step: the bandwidth sample after its block
 	sample := func() error {
 		time.Sleep(2 * cpu.IdleSpin) // until the engine's threads stop polling
 		gbs, err := probe.ReadSample()
 		reads = append(reads, gbs)
+		for len(after) < len(steps) {
+			after = append(after, gbs)
+		}
 		return err
 	}
 	for len(steps) < genTokens {
@@ -320,9 +330,21 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 		r.FMAGFLOP = fma
 		r.DecodeRooflineTokS = r.ReadGBs * 1e9 / float64(r.WeightBytesPerToken+r.KVBytesPerToken)
 		r.DecodeRooflineFraction = r.DecodeStepTokS / r.DecodeRooflineTokS
+		r.DecodeRooflinePaired = pairedFraction(steps, after, r.WeightBytesPerToken+r.KVBytesPerToken)
 		r.PrefillPeakFraction = r.PrefillGFLOP / fma
 	}
 	return r, nil
+}
+
+// pairedFraction is the median over decode steps (tok/s) of each against
+// the roofline of its bandwidth sample (GB/s, after[i] for step i) for
+// bytesPerToken.
+func pairedFraction(steps, after []float64, bytesPerToken int64) float64 {
+	f := make([]float64, len(steps))
+	for i, s := range steps {
+		f[i] = s * float64(bytesPerToken) / (after[i] * 1e9)
+	}
+	return median(f)
 }
 
 // sampleEvery is how many timed decode steps run between two bandwidth

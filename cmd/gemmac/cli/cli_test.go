@@ -219,6 +219,23 @@ func TestUserErrors(t *testing.T) {
 	}
 }
 
+// TestPairedFraction: each step is set against the sample after it. The
+// machine halves its bandwidth halfway and the steps slow down with it, at
+// 80% of the roofline throughout; the medians of steps and samples come
+// from different halves and say otherwise.
+func TestPairedFraction(t *testing.T) {
+	const bytes = 1e9 // 1 GB per token: a roofline of one token per GB/s
+	steps := []float64{40, 40, 40, 40, 20, 20, 20}
+	reads := []float64{50, 50, 25, 25} // one after every two steps
+	after := []float64{50, 50, 50, 50, 25, 25, 25}
+	if got := pairedFraction(steps, after, bytes); math.Abs(got-0.8) > 1e-12 {
+		t.Errorf("paired fraction = %v, want 0.8", got)
+	}
+	if got := median(steps) / median(reads); math.Abs(got-0.8) < 0.1 {
+		t.Errorf("ratio of medians = %v: the test no longer tells the two apart", got)
+	}
+}
+
 func TestBenchJSON(t *testing.T) {
 	code, stdout, stderr := run(t, "", "bench", "--model", filepath.Join(testdata, "models/tiny"), "--interp",
 		"--prompt-tokens", "20", "--gen-tokens", "5", "--json")
@@ -230,7 +247,7 @@ func TestBenchJSON(t *testing.T) {
 		t.Fatalf("%v: %s", err, stdout)
 	}
 	for _, k := range []string{"prefill_tok_s", "decode_tok_s", "threads", "weight_bytes_per_token",
-		"decode_step_tok_s", "read_gb_s", "fma_gflop_s", "decode_roofline_fraction"} {
+		"decode_step_tok_s", "read_gb_s", "fma_gflop_s", "decode_roofline_fraction", "decode_roofline_fraction_paired"} {
 		if v, _ := r[k].(float64); v <= 0 {
 			t.Errorf("%s = %v, want a positive number", k, r[k])
 		}
