@@ -97,7 +97,7 @@ func checkWeightType(dt gir.DType) error {
 // per row per step) keeps decodeNC rows in flight: 8 for one matrix with
 // long rows (8 rows read 1.2–1.35× faster than one at K = 4608–9216), but
 // one row, two accumulators, when a row is at most shortDecodeRowBytes: at
-// K = 2048–2304 (the 2B's q, k, v, o and LM head) one row read 1.05–1.2×
+// K = 2048–2304 (the 2B's q, k, v, o and LM head) one row read 1.03–1.2×
 // faster than 8, since consecutive rows then make one sequential stream;
 // K = 3584–4096 measured the same either way. The GeGLU takes one row of
 // each matrix, four lines per step, which read 1.09–1.17× faster than four
