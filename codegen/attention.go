@@ -391,13 +391,3 @@ func (g *gen) lanesums(vs []value.Value) value.Value {
 	}
 	return vs[0]
 }
-
-// shuffleMask is the n-lane shufflevector mask whose lane i takes lane
-// from(i) of the operands.
-func shuffleMask(n int, from func(i int) int) *constant.Vector {
-	m := make([]constant.Constant, n)
-	for i := range m {
-		m[i] = ci32(int64(from(i)))
-	}
-	return constant.NewVector(vecT(n, tI32), m...)
-}

@@ -449,6 +449,16 @@ func (g *gen) ifElse(cond value.Value, then, els func()) {
 	g.b = join
 }
 
+// shuffleMask is the n-lane shufflevector mask whose lane i takes lane
+// from(i) of the operands.
+func shuffleMask(n int, from func(i int) int) *constant.Vector {
+	m := make([]constant.Constant, n)
+	for i := range m {
+		m[i] = ci32(int64(from(i)))
+	}
+	return constant.NewVector(vecT(n, tI32), m...)
+}
+
 // stack allocates n elements of elem on the stack, aligned for any vector
 // (call it in the entry block: an alloca elsewhere grows the stack on
 // every pass).

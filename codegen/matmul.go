@@ -194,12 +194,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	if R == 1 && dt == gir.BF16 && deinterleaveX && K <= 4096 {
 		if full := K / (2 * L0) * (2 * L0); full > 0 {
 			xd = g.stack(tF32, full)
-			ev := make([]constant.Constant, L0)
-			od := make([]constant.Constant, L0)
-			for i := range ev {
-				ev[i], od[i] = ci32(int64(2*i)), ci32(int64(2*i+1))
-			}
-			evM, odM := constant.NewVector(vecT(L0, tI32), ev...), constant.NewVector(vecT(L0, tI32), od...)
+			evM, odM := evenOddMasks(L0)
 			g.forRange(ci64(0), ci64(int64(full)), int64(2*L0), func(k value.Value) {
 				lo := g.loadF(x, k, nil)
 				hi := g.loadF(x, g.addc(k, int64(L0)), nil)
@@ -437,13 +432,16 @@ func (g *gen) vectorEpilogue(d [][][]value.Value, out, r0, j value.Value, N int,
 	}
 	res := epi(vals)
 	for r := 0; r < mr; r++ {
-		lanes := make([]constant.Constant, nc)
-		for c := range lanes {
-			lanes[c] = ci32(int64(r*nc + c))
-		}
-		row := g.b.NewShuffleVector(res, constant.NewUndef(vt), constant.NewVector(vecT(nc, tI32), lanes...))
+		row := g.b.NewShuffleVector(res, constant.NewUndef(vt), shuffleMask(nc, func(c int) int { return r*nc + c }))
 		g.storeVec(row, out, g.add(g.mulc(g.addc(r0, int64(r)), int64(N)), j), nil)
 	}
+}
+
+// evenOddMasks are the L-lane shufflevector masks that take the even and
+// the odd elements of two L-lane vectors: de-interleaving x to match a bf16
+// pair step's even and odd weights.
+func evenOddMasks(L int) (even, odd *constant.Vector) {
+	return shuffleMask(L, func(i int) int { return 2 * i }), shuffleMask(L, func(i int) int { return 2*i + 1 })
 }
 
 // dotTile returns d[m][r][c] = Σ_k x[r0+r, k0+k] · wr[m][c][k] for an
@@ -526,12 +524,7 @@ func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int
 	// x de-interleaved to match (once per row, shared by all columns).
 	pairStep := func(off value.Value, ue, uo int, acc []value.Value) []value.Value {
 		next := append([]value.Value(nil), acc...)
-		ev := make([]constant.Constant, L)
-		od := make([]constant.Constant, L)
-		for i := range ev {
-			ev[i], od[i] = ci32(int64(2*i)), ci32(int64(2*i+1))
-		}
-		evM, odM := constant.NewVector(vecT(L, tI32), ev...), constant.NewVector(vecT(L, tI32), od...)
+		evM, odM := evenOddMasks(L)
 		xe, xo := make([]value.Value, mr), make([]value.Value, mr)
 		for r := range xe {
 			if xd != nil { // R = 1: x de-interleaved once per call

@@ -217,16 +217,14 @@ func (g *gen) unsignedBlock(row, boff value.Value) value.Value {
 	// load) and masked: low nibbles in the lower half, high nibbles in
 	// place (16×) in the upper.
 	raw := g.loadVecRaw(tI8, gir.QK/2, row, g.addc(boff, 2), nil)
-	twice := make([]constant.Constant, gir.QK)
 	masks := make([]constant.Constant, gir.QK)
-	for i := range twice {
-		twice[i] = ci32(int64(i % (gir.QK / 2)))
+	for i := range masks {
 		masks[i] = ci(tI8, 0x0f)
 		if i >= gir.QK/2 {
 			masks[i] = ci(tI8, -16) // 0xf0
 		}
 	}
-	both := g.b.NewShuffleVector(raw, constant.NewUndef(raw.Type()), constant.NewVector(vecT(gir.QK, tI32), twice...))
+	both := g.b.NewShuffleVector(raw, constant.NewUndef(raw.Type()), shuffleMask(gir.QK, func(i int) int { return i % (gir.QK / 2) }))
 	return g.b.NewBitCast(g.b.NewAnd(both, constant.NewVector(vecT(gir.QK, tI8), masks...)), v8i)
 }
 
@@ -251,16 +249,15 @@ func (g *gen) qPairStep(rows []value.Value, xq, xd, xc, b value.Value, acc []val
 	// d_x of each block, in the lanes of its products (upper half of each
 	// block's lanes: high nibbles, 16×, so 1/16).
 	d2 := g.loadVecRaw(tF32, 2, xd, b, nil)
-	spread := make([]constant.Constant, lanes)
 	part := make([]constant.Constant, lanes)
-	for i := range spread {
-		spread[i] = ci32(int64(i / 8))
+	for i := range part {
 		part[i] = cf(tF32, 1)
 		if i%8 >= 4 {
 			part[i] = cf(tF32, 1.0/16)
 		}
 	}
-	dx := g.fmul(g.b.NewShuffleVector(d2, constant.NewUndef(d2.Type()), constant.NewVector(vecT(lanes, tI32), spread...)), constant.NewVector(v16f, part...))
+	spread := shuffleMask(lanes, func(i int) int { return i / 8 })
+	dx := g.fmul(g.b.NewShuffleVector(d2, constant.NewUndef(d2.Type()), spread), constant.NewVector(v16f, part...))
 
 	// oneLoad: one 64-byte load from the pair's start, of which 36 bytes
 	// are the pair's (the caller knows the rest lies inside the row or the
@@ -268,34 +265,24 @@ func (g *gen) qPairStep(rows []value.Value, xq, xd, xc, b value.Value, acc []val
 	// b's nibbles, d_b+1 and 12 of block b+1's nibbles) and hi bytes
 	// [20, 36) (block b+1's nibbles): two loads that stay inside it,
 	// widened to one type for a two-source permutation.
-	nib := make([]constant.Constant, 2*gir.QK)
-	one := make([]constant.Constant, 2*gir.QK)
+	half := gir.QK / 2
 	masks := make([]constant.Constant, 2*gir.QK)
-	for i := range nib {
-		one[i] = ci32(int64(i/gir.QK)*bb + 2 + int64(i%(gir.QK/2)))
-		if i < gir.QK {
-			nib[i] = ci32(2 + int64(i%(gir.QK/2)))
-		} else {
-			nib[i] = ci32(gir.QK + int64(i%(gir.QK/2))) // hi's bytes, after lo's 32
-		}
+	for i := range masks {
 		masks[i] = ci(tI8, 0x0f)
-		if i%gir.QK >= gir.QK/2 {
+		if i%gir.QK >= half {
 			masks[i] = ci(tI8, -16) // 0xf0
 		}
 	}
-	widen := make([]constant.Constant, gir.QK)
-	for i := range widen {
-		widen[i] = ci32(int64(i % (gir.QK / 2)))
-	}
-	scale := make([]constant.Constant, lanes)
-	for i := range scale {
-		scale[i] = ci32(int64(i/8) * bb / 2) // word index of block i/8's d
-	}
-	nibM := constant.NewVector(vecT(2*gir.QK, tI32), nib...)
-	oneM := constant.NewVector(vecT(2*gir.QK, tI32), one...)
-	widenM := constant.NewVector(vecT(gir.QK, tI32), widen...)
+	nibM := shuffleMask(2*gir.QK, func(i int) int {
+		if i < gir.QK {
+			return 2 + i%half
+		}
+		return gir.QK + i%half // hi's bytes, after lo's 32
+	})
+	oneM := shuffleMask(2*gir.QK, func(i int) int { return i/gir.QK*int(bb) + 2 + i%half })
+	widenM := shuffleMask(gir.QK, func(i int) int { return i % half })
 	maskV := constant.NewVector(vecT(2*gir.QK, tI8), masks...)
-	scaleM := constant.NewVector(vecT(lanes, tI32), scale...)
+	scaleM := shuffleMask(lanes, func(i int) int { return i / 8 * int(bb) / 2 }) // word index of block i/8's d
 	boff := g.mulc(b, bb)
 	next := make([]value.Value, len(acc))
 	for i, row := range rows {
