@@ -328,9 +328,10 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 	if probe != nil {
 		r.ReadGBs, r.ReadGBsBest, r.ReadPasses = median(reads), slices.Max(reads), len(reads)
 		r.FMAGFLOP = fma
-		r.DecodeRooflineTokS = r.ReadGBs * 1e9 / float64(r.WeightBytesPerToken+r.KVBytesPerToken)
+		perToken := r.WeightBytesPerToken + r.KVBytesPerToken
+		r.DecodeRooflineTokS = r.ReadGBs * 1e9 / float64(perToken)
 		r.DecodeRooflineFraction = r.DecodeStepTokS / r.DecodeRooflineTokS
-		r.DecodeRooflinePaired = pairedFraction(steps, after, r.WeightBytesPerToken+r.KVBytesPerToken)
+		r.DecodeRooflinePaired = pairedFraction(steps, after, perToken)
 		r.PrefillPeakFraction = r.PrefillGFLOP / fma
 	}
 	return r, nil
