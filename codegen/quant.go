@@ -37,7 +37,7 @@ func (s QMatmul) Name() string {
 	return n
 }
 func (s QMatmul) Items() int64   { return int64(s.N) }
-func (s QMatmul) Granule() int64 { return qGranule(s.R, 1) }
+func (s QMatmul) Granule() int64 { return qGranule(s.R, s.K, 1) }
 func (s QMatmul) Args() []string { return []string{"out", "x", "w", "scalars"} }
 func (s QMatmul) FLOPs() int64   { return 2 * int64(s.R) * int64(s.K) * int64(s.N) }
 
@@ -76,7 +76,7 @@ func (s QGeGLU) Name() string {
 	return fmt.Sprintf("qgeglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
 }
 func (s QGeGLU) Items() int64       { return int64(s.F) }
-func (s QGeGLU) Granule() int64     { return qGranule(s.R, 2) }
+func (s QGeGLU) Granule() int64     { return qGranule(s.R, s.K, 2) }
 func (s QGeGLU) Args() []string     { return []string{"out", "x", "wgate", "wup", "scalars"} }
 func (s QGeGLU) FLOPs() int64       { return 4 * int64(s.R) * int64(s.K) * int64(s.F) }
 func (s QGeGLU) WeightBytes() int64 { return 2 * int64(s.F) * int64(s.WType.BytesFor(s.K)) }
@@ -115,10 +115,10 @@ var packQuantPrefill = true
 // rows prefetched, q4_0 prefill went from 51–53 to 70–72 tok/s.
 func packsQuantized(R int) bool { return packQuantPrefill && R > maxBatchRows }
 
-// qGranule is the column granule of a quantised matmul of R rows.
-func qGranule(R, nw int) int64 {
+// qGranule is the column granule of a quantised matmul of R rows of K.
+func qGranule(R, K, nw int) int64 {
 	if packsQuantized(R) {
-		_, nc, _ := gemmTiling(R, 0, nw, gir.F32) // K only matters for decode
+		_, nc, _ := gemmTiling(R, K, nw, gir.F32)
 		return int64(nc)
 	}
 	_, nc := qTiling(R, nw, 16)
