@@ -39,7 +39,13 @@ type Spec interface {
 
 // Module collects kernels for one target.
 type Module struct {
-	Target  Target
+	Target Target
+	// Table names the kernel table and, with "_count", its length ("": the
+	// gemmac_kernels and gemmac_kernel_count of a binary or a shared object,
+	// whose kernels are also found by name). A module given its own table
+	// keeps its kernels internal, reachable only through the table, so one
+	// program can link several such objects (emitted packages).
+	Table   string
 	m       *ir.Module
 	specs   []Spec
 	funcs   []*ir.Func
@@ -116,24 +122,30 @@ func (m *Module) intrinsic(name string, ret types.Type, params ...types.Type) *i
 }
 
 // String returns the module as LLVM 14 textual IR, including the kernel
-// table `gemmac_kernels` ([n x i8*]) and `gemmac_kernel_count` (i64).
+// table ([n x i8*]) and its length (i64), named as Table says.
 func (m *Module) String() string {
 	// The table globals are rebuilt on every call so Add may follow String.
 	saved := m.m.Globals
 	defer func() { m.m.Globals = saved }()
 	m.m.Globals = append([]*ir.Global(nil), saved...)
+	table, count := "gemmac_kernels", "gemmac_kernel_count"
+	linkage := enum.LinkageNone
+	if m.Table != "" {
+		table, count, linkage = m.Table, m.Table+"_count", enum.LinkageInternal
+	}
 	elems := make([]constant.Constant, len(m.funcs))
 	for i, f := range m.funcs {
+		f.Linkage = linkage
 		elems[i] = constant.NewBitCast(f, tI8P)
 	}
 	at := types.NewArray(uint64(len(elems)), tI8P)
-	tbl := ir.NewGlobalDef("gemmac_kernels", constant.NewArray(at, elems...))
+	tbl := ir.NewGlobalDef(table, constant.NewArray(at, elems...))
 	if len(elems) == 0 {
-		tbl = ir.NewGlobalDef("gemmac_kernels", constant.NewZeroInitializer(at))
+		tbl = ir.NewGlobalDef(table, constant.NewZeroInitializer(at))
 	}
 	tbl.Immutable = true
 	tbl.Align = 8
-	cnt := ir.NewGlobalDef("gemmac_kernel_count", ci64(int64(len(elems))))
+	cnt := ir.NewGlobalDef(count, ci64(int64(len(elems))))
 	cnt.Immutable = true
 	cnt.Align = 8
 	m.m.Globals = append(m.m.Globals, tbl, cnt)

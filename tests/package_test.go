@@ -5,47 +5,76 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
-// TestEmittedPackage compiles tiny into an importable Go package, builds a
-// program that imports it (as a service would), and checks its logits
-// against the interpreter's.
-func TestEmittedPackage(t *testing.T) {
-	gemmac, _ := gemmacBuild(t)
-	dir := t.TempDir()
-	cmd := exec.Command(gemmac, "build", "--model", modelDir("tiny"), "--target", "cpu", "--max-seq", "64", "--emit-package", filepath.Join(dir, "tinymodel"))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("--emit-package: %v\n%s", err, out)
-	}
-	src := mustAbs("..")
-	goSum, _ := os.ReadFile(filepath.Join(src, "go.sum"))
-	files := map[string]string{
-		"go.mod": "module example.com/svc\n\ngo 1.26.8\n\nrequire github.com/gemmac/gemmac v0.0.0\n\nreplace github.com/gemmac/gemmac => " + src + "\n",
-		"go.sum": string(goSum),
-		"main.go": `package main
+// svcMain is a service that imports two emitted packages and prints the
+// logits of one of them: which package, the checkpoint, the weights file
+// (for the converted one) and the tokens come from the command line.
+const svcMain = `package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
+	"example.com/svc/hotq4"
 	"example.com/svc/tinymodel"
 	"github.com/gemmac/gemmac/runtime/model"
 )
 
 func main() {
-	m, err := tinymodel.Load(os.Args[1], model.Options{})
+	which, dir, weights := os.Args[1], os.Args[2], os.Args[3]
+	var ids []int
+	for _, f := range strings.Split(os.Args[4], ",") {
+		id, _ := strconv.Atoi(f)
+		ids = append(ids, id)
+	}
+	load := tinymodel.Load
+	if which == "hotq4" {
+		load = hotq4.Load
+	}
+	m, err := load(dir, model.Options{WeightsFile: weights})
 	if err != nil {
-		panic(err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	s, _ := m.NewSession()
-	rows, err := s.Logits([]int{2, 14, 51, 88, 125, 162, 199, 236, 273, 310, 347, 384}, 5)
+	rows, err := s.Logits(ids, len(ids))
 	if err != nil {
-		panic(err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	json.NewEncoder(os.Stdout).Encode(rows)
 }
-`,
+`
+
+// TestEmittedPackage compiles tiny, and tiny-hot converted to q4_0 at build
+// time, into importable Go packages, builds a program that imports both (as
+// a service would), and checks their logits: tiny's against the
+// interpreter, tiny-hot's q4_0 (llama-quantize's bytes) against the float64
+// reference on the GGUF's dequantised weights.
+func TestEmittedPackage(t *testing.T) {
+	gemmac, _ := gemmacBuild(t)
+	dir := t.TempDir()
+	emit := func(model, pkg string, extra ...string) {
+		args := append([]string{"build", "--model", modelDir(model), "--target", "cpu", "--max-seq", "64", "--emit-package", filepath.Join(dir, pkg)}, extra...)
+		if out, err := exec.Command(gemmac, args...).CombinedOutput(); err != nil {
+			t.Fatalf("--emit-package %s: %v\n%s", pkg, err, out)
+		}
+	}
+	emit("tiny", "tinymodel")
+	emit("tiny-hot", "hotq4", "--dtype", "q4_0", "--embed-dtype", "q4_0")
+	src := mustAbs("..")
+	goSum, _ := os.ReadFile(filepath.Join(src, "go.sum"))
+	files := map[string]string{
+		"go.mod":  "module example.com/svc\n\ngo 1.26.8\n\nrequire github.com/gemmac/gemmac v0.0.0\n\nreplace github.com/gemmac/gemmac => " + src + "\n",
+		"go.sum":  string(goSum),
+		"main.go": svcMain,
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
@@ -55,18 +84,55 @@ func main() {
 	build := exec.Command("go", "build", "-mod=mod", "-o", "svc", ".")
 	build.Dir = dir
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building a program that imports the package: %v\n%s", err, out)
+		t.Fatalf("building a program that imports the packages: %v\n%s", err, out)
 	}
-	out, err := exec.Command(filepath.Join(dir, "svc"), modelDir("tiny")).Output()
+	run := func(pkg, model, weights string, ids []int) ([][]float32, string, error) {
+		list := make([]string, len(ids))
+		for i, id := range ids {
+			list[i] = strconv.Itoa(id)
+		}
+		var stderr strings.Builder
+		cmd := exec.Command(filepath.Join(dir, "svc"), pkg, modelDir(model), weights, strings.Join(list, ","))
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, stderr.String(), err
+		}
+		var rows [][]float32
+		if err := json.Unmarshal(out, &rows); err != nil {
+			t.Fatal(err)
+		}
+		return rows, stderr.String(), nil
+	}
+
+	ids := []int{2, 14, 51, 88, 125, 162, 199, 236, 273, 310, 347, 384}
+	got, stderr, err := run("tinymodel", "tiny", "", ids)
 	if err != nil {
-		t.Fatalf("running it: %v", err)
+		t.Fatalf("running tinymodel: %v\n%s", err, stderr)
 	}
-	var got [][]float32
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatal(err)
-	}
-	want := logitsOf(t, loadModel(t, "tiny", 64, false), []int{2, 14, 51, 88, 125, 162, 199, 236, 273, 310, 347, 384}, 12)
+	want := logitsOf(t, loadModel(t, "tiny", 64, false), ids, len(ids))
 	if d := maxRowDiff(got, want); d > 1e-4 || len(got) != len(want) {
-		t.Errorf("package logits differ from the interpreter by %.3g (%d rows)", d, len(got))
+		t.Errorf("tinymodel logits differ from the interpreter by %.3g (%d rows)", d, len(got))
+	}
+
+	// A package built without --dtype reads the checkpoint: naming a
+	// weights file for it is a mistake worth an error.
+	if _, stderr, err = run("tinymodel", "tiny", "x.weights", ids[:2]); err == nil || !strings.Contains(stderr, "without --dtype") {
+		t.Errorf("tinymodel with a weights file: err %v, stderr %q; want an error saying it was built without --dtype", err, stderr)
+	}
+
+	weights := filepath.Join(dir, "hotq4", "hotq4.weights")
+	ref := loadRef(t, "tiny-hot.q4_0.hf-math.json")
+	got, stderr, err = run("hotq4", "tiny-hot", weights, ref.Tokens)
+	if err != nil {
+		t.Fatalf("running hotq4: %v\n%s", err, stderr)
+	}
+	if worst, row, col := maxAbsDiff(t, got, ref.Logits); worst > 1e-3 {
+		t.Errorf("hotq4 logits are %.3g from the reference at %d,%d", worst, row, col)
+	}
+	// Without a weights file named, Load looks beside the executable,
+	// where there is none: an error that says which file.
+	if _, stderr, err = run("hotq4", "tiny-hot", "", ref.Tokens[:3]); err == nil || !strings.Contains(stderr, "hotq4.weights") {
+		t.Errorf("hotq4 without its weights file: err %v, stderr %q; want an error naming hotq4.weights", err, stderr)
 	}
 }

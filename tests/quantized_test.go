@@ -100,8 +100,8 @@ func TestBuiltQuantizedBinary(t *testing.T) {
 	}
 	ref := loadRef(t, "tiny-hot.q4_0.hf-math.json")
 	tokens := strings.Trim(strings.Join(strings.Fields(strings.Trim(string(mustJSON(ref.Tokens)), "[]")), ""), ",")
-	logits := func() ([][]float32, string, error) {
-		out, err := exec.Command(bin, "logits", "--model", modelDir("tiny-hot"), "--tokens", tokens).CombinedOutput()
+	logits := func(flags ...string) ([][]float32, string, error) {
+		out, err := exec.Command(bin, append([]string{"logits", "--model", modelDir("tiny-hot"), "--tokens", tokens}, flags...)...).CombinedOutput()
 		if err != nil {
 			return nil, string(out), err
 		}
@@ -139,9 +139,17 @@ func TestBuiltQuantizedBinary(t *testing.T) {
 			t.Errorf("%s weights file: %v: want an error naming %s and saying %q, got\n%s", c.name, err, weights, c.want, out)
 		}
 	}
+	// Moved elsewhere, the file is found through --weights.
+	moved := filepath.Join(t.TempDir(), "elsewhere.weights")
+	if err := os.WriteFile(moved, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	os.Remove(weights)
 	if _, out, err := logits(); err == nil || !strings.Contains(out, weights) {
 		t.Errorf("missing weights file: %v: want an error naming %s, got\n%s", err, weights, out)
+	}
+	if viaFlag, out, err := logits("--weights", moved); err != nil || len(viaFlag) != len(got) || maxRowDiff(viaFlag, got) != 0 {
+		t.Errorf("--weights %s: %v: want the logits of the file beside the binary\n%s", moved, err, out)
 	}
 }
 

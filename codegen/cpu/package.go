@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"go/token"
 	"text/template"
@@ -30,7 +31,14 @@ var plan []byte
 
 // Context is the number of positions the kernels were compiled for.
 const Context = {{.Context}}
-
+{{if .Weights}}
+// WeightsFile holds the weights, converted at build time ({{.Conversion}}),
+// and was written beside this package's source. Ship it with the program:
+// Load reads it from model.Options.WeightsFile or, when that is empty,
+// from beside the running executable; the checkpoint directory still gives
+// the configuration and tokenizer.
+const WeightsFile = "{{.Weights}}"
+{{end}}
 // Load opens the checkpoint in dir (it must have the configuration the
 // package was compiled for) on the compiled kernels. opts.Context may be 0
 // or Context; opts.Engine is set by Load.
@@ -47,28 +55,46 @@ func Load(dir string, opts model.Options) (*model.Model, error) {
 }
 `))
 
+// CheckPackageName reports whether name can name an emitted package.
+func CheckPackageName(name string) error {
+	if !token.IsIdentifier(name) || token.IsKeyword(name) {
+		return fmt.Errorf("package name %q is not a Go identifier (set --package-name)", name)
+	}
+	return nil
+}
+
 // Package writes the compiled model into dir as an importable Go package
 // named name: the kernels as an object file linked through one small cgo
 // file, the plan embedded, and a Load function.
 func (c *Compiled) Package(dir, name string) error {
-	if !token.IsIdentifier(name) || token.IsKeyword(name) {
-		return fmt.Errorf("package name %q is not a Go identifier", name)
+	if err := CheckPackageName(name); err != nil {
+		return err
 	}
+	// The table's symbol is the package's own, so a program can import
+	// several compiled models: the name and a hash of the kernels keep two
+	// packages' symbols apart unless both name and kernels are the same.
+	sum := sha256.Sum256([]byte(c.Module.String()))
+	c.Module.Table = fmt.Sprintf("gemmac_%s_%x", name, sum[:6])
+	defer func() { c.Module.Table = "" }()
 	kernels, planJSON, err := c.objectAndPlan()
 	if err != nil {
 		return err
 	}
 	cfg := c.Artifact.Config
 	var api bytes.Buffer
+	var weights, conversion string
+	if p := c.Artifact.Packed; p != nil {
+		weights, conversion = p.File, p.Conversion
+	}
 	if err := packageTemplate.Execute(&api, struct {
-		Name, Summary string
-		Context       int
-	}{name, fmt.Sprintf("%d layers, hidden %d, vocab %d, for %s.", cfg.NumHiddenLayers, cfg.HiddenSize, cfg.VocabSize, c.Artifact.Target), c.Artifact.Context}); err != nil {
+		Name, Summary, Weights, Conversion string
+		Context                            int
+	}{name, fmt.Sprintf("%d layers, hidden %d, vocab %d, for %s.", cfg.NumHiddenLayers, cfg.HiddenSize, cfg.VocabSize, c.Artifact.Target), weights, conversion, c.Artifact.Context}); err != nil {
 		return err
 	}
 	return gobin.WriteFiles(dir, map[string][]byte{
 		"model.go":   api.Bytes(),
-		"kernels.go": []byte(bytes.Replace([]byte(kernelsGo), []byte("package main"), []byte("package "+name), 1)),
+		"kernels.go": kernelsGo(name, c.Module.Table),
 		"kernels.o":  kernels,
 		"plan.json":  planJSON,
 	})

@@ -27,10 +27,13 @@ func Linked(planJSON []byte, table unsafe.Pointer) (func(*frontend.Checkpoint, m
 		if kv := opts.KVDType; kv != 0 && kv.String() != art.KVType() {
 			return nil, fmt.Errorf("the kernels were compiled for a %s KV cache, not %v (rebuild with --kv-dtype %v)", art.KVType(), kv, kv)
 		}
+		if opts.WeightsFile != "" && art.Packed == nil {
+			return nil, fmt.Errorf("weights file %s: these kernels were built without --dtype and read the checkpoint's own weights", opts.WeightsFile)
+		}
 		if batch := compiledBatch(art); opts.Batch > max(batch, 1) {
 			return nil, fmt.Errorf("the kernels decode %d sequences per step, not %d (rebuild with --batch %d)", max(batch, 1), opts.Batch, opts.Batch)
 		}
-		return New(art, kernels, ckpt, Options{Threads: opts.Threads})
+		return New(art, kernels, ckpt, Options{Threads: opts.Threads, WeightsFile: opts.WeightsFile})
 	}
 	return engine, art, nil
 }

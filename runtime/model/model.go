@@ -44,6 +44,10 @@ type Options struct {
 	// sequences (a BatchEngine): the interpreter and the in-process
 	// compiler build one; a built binary has the batch it was built with.
 	Batch int
+	// WeightsFile is the packed weights file of a program whose weights
+	// were converted at build time (gemmac build --dtype); "" looks for it
+	// beside the running executable.
+	WeightsFile string
 }
 
 // Model is a loaded checkpoint with its engine, tokenizer and chat template.

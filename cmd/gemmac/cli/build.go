@@ -38,7 +38,7 @@ func runBuild(env *Env, args []string) error {
 	maxSeq := fs.Int("max-seq", 0, "context length the binary is compiled for (default min(max_position_embeddings, 4096))")
 	chunk := fs.Int("chunk", 0, fmt.Sprintf("prompt tokens per prefill call (default %d on CPUs, %d on CUDA)", cpucodegen.DefaultChunk, cudaChunk))
 	batch := fs.Int("batch", 1, "sequences one batched decode step takes (serve decodes up to this many requests at once); 1: no batched step")
-	dtype := fs.String("dtype", "", "weight dtype of the layers' matrices: f32, bf16, q8_0 or q4_0, converted at build time into BIN.weights (default: as stored)")
+	dtype := fs.String("dtype", "", "weight dtype of the layers' matrices: f32, bf16, q8_0 or q4_0, converted at build time into BIN.weights, or NAME.weights in the --emit-package directory (default: as stored)")
 	kvDType := fs.String("kv-dtype", "f32", "KV cache element type: f32, or bf16 (half the memory; keys and values rounded to bfloat16)")
 	embedDType := fs.String("embed-dtype", "", "dtype of the embedding, which is also the tied LM head (default: q8_0 when --dtype is q8_0 or q4_0, else --dtype)")
 	emit := fs.String("emit", "", "also write the generated kernels beside the binary: LLVM IR (ll) or assembly (asm, ptx)")
@@ -76,6 +76,15 @@ func runBuild(env *Env, args []string) error {
 	if fs.Changed("chunk") && *chunk < 1 {
 		return usageError("--chunk must be positive")
 	}
+	name := *pkgName
+	if *pkgDir != "" && name == "" {
+		name = filepath.Base(*pkgDir)
+	}
+	if *pkgDir != "" {
+		if err := cpucodegen.CheckPackageName(name); err != nil {
+			return usageError("--emit-package: %v", err)
+		}
+	}
 	start := time.Now()
 	ckpt, err := frontend.Open(*dir)
 	if err != nil {
@@ -94,8 +103,8 @@ func runBuild(env *Env, args []string) error {
 		return usageError("--kv-dtype bf16 is for --target cpu")
 	}
 	convert := conv.Changes(ckpt)
-	if convert && (isCUDA || *pkgDir != "") {
-		return usageError("--dtype and --embed-dtype conversions are for binaries of --target cpu; convert the checkpoint itself for the others")
+	if convert && isCUDA {
+		return usageError("--dtype and --embed-dtype conversions are for --target cpu; convert the checkpoint itself for cuda")
 	}
 	context := *maxSeq
 	if context == 0 {
@@ -120,10 +129,19 @@ func runBuild(env *Env, args []string) error {
 		return err
 	}
 	if convert {
-		if compiled.Artifact.Packed, err = writePacked(ckpt, conv, dtypes, *out+".weights"); err != nil {
+		// A binary's weights go beside it; a package's into its directory,
+		// to be shipped beside the program that imports it.
+		path := *out + ".weights"
+		if *pkgDir != "" {
+			if err := os.MkdirAll(*pkgDir, 0o755); err != nil {
+				return err
+			}
+			path = filepath.Join(*pkgDir, name+".weights")
+		}
+		if compiled.Artifact.Packed, err = writePacked(ckpt, conv, dtypes, path); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stderr, "wrote %s: weights converted to %s\n", *out+".weights", conv)
+		fmt.Fprintf(env.Stderr, "wrote %s: weights converted to %s\n", path, conv)
 	}
 	if *emit != "" {
 		base := *out
@@ -137,10 +155,6 @@ func runBuild(env *Env, args []string) error {
 		fmt.Fprintf(env.Stderr, "wrote %s\n", path)
 	}
 	if *pkgDir != "" {
-		name := *pkgName
-		if name == "" {
-			name = filepath.Base(*pkgDir)
-		}
 		if err := compiled.Package(*pkgDir, name); err != nil {
 			return err
 		}

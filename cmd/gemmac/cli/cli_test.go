@@ -208,6 +208,8 @@ func TestUserErrors(t *testing.T) {
 		{"bad preset", []string{"gen-random", "--preset", "7b", "-o", "x"}, 2, "7b"},
 		{"bad sampling", []string{"run", "--model", tiny, "--prompt", "x", "--top-p", "2"}, 2, "TopP is 2"},
 		{"zero chunk", []string{"build", "--model", tiny, "--chunk", "0", "-o", filepath.Join(t.TempDir(), "bin")}, 2, "--chunk must be positive"},
+		{"weights without a binary", []string{"logits", "--model", tiny, "--tokens", "2", "--weights", "x.weights"}, 2, "--weights"},
+		{"package name", []string{"build", "--model", tiny, "--emit-package", filepath.Join(t.TempDir(), "my-model")}, 2, `"my-model" is not a Go identifier`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

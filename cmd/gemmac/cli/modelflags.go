@@ -23,6 +23,7 @@ type modelFlags struct {
 	dtype     string
 	embed     string
 	kv        string
+	weights   string
 	// batch is the rows of the batched decode step to build (serve
 	// --batch, bench --streams): model.Options.Batch.
 	batch int
@@ -37,6 +38,7 @@ func (m *modelFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&m.dtype, "dtype", "", "convert the layers' weights at load: f32, bf16, q8_0 or q4_0 (default: as stored)")
 	fs.StringVar(&m.embed, "embed-dtype", "", "convert the embedding (the tied LM head) at load (default: q8_0 for quantised --dtype, else --dtype)")
 	fs.StringVar(&m.kv, "kv-dtype", "", "KV cache element type: f32 or bf16 (half the memory; keys and values rounded to bfloat16); a built binary has its own")
+	fs.StringVar(&m.weights, "weights", "", "the packed weights file of a binary built with --dtype (default: BIN.weights beside the binary)")
 	fs.StringVar(&m.template, "chat-template", "", "gemma2, systemgemma2 or gemma3 (built-in renderers), or jinja (the checkpoint's own template); default: the built-in the checkpoint's template matches, else jinja")
 }
 
@@ -55,14 +57,18 @@ func (m *modelFlags) load(fs *pflag.FlagSet, env *Env) (*model.Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if m.weights != "" && (m.interp || env.Engine == nil) {
+		return nil, usageError("--weights names the packed weights file of a binary built with gemmac build --dtype; it is for that binary's commands")
+	}
 	opts := model.Options{
-		Convert:   conv,
-		KVDType:   kv,
-		Context:   m.maxSeq,
-		Threads:   m.threads,
-		Batch:     m.batch,
-		Tokenizer: m.tokenizer,
-		Template:  m.template,
+		WeightsFile: m.weights,
+		Convert:     conv,
+		KVDType:     kv,
+		Context:     m.maxSeq,
+		Threads:     m.threads,
+		Batch:       m.batch,
+		Tokenizer:   m.tokenizer,
+		Template:    m.template,
 	}
 	if opts.Context == 0 {
 		opts.Context = env.Context

@@ -3,9 +3,9 @@
 package gocoder
 
 // #cgo LDFLAGS: ${SRCDIR}/kernels.o -lm
-// extern void *gemmac_kernels[];
+// extern void *gemmac_gocoder_2408ec53624c[];
 import "C"
 
 import "unsafe"
 
-func kernelTable() unsafe.Pointer { return unsafe.Pointer(&C.gemmac_kernels) }
+func kernelTable() unsafe.Pointer { return unsafe.Pointer(&C.gemmac_gocoder_2408ec53624c) }
