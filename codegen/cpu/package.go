@@ -32,11 +32,11 @@ var plan []byte
 // Context is the number of positions the kernels were compiled for.
 const Context = {{.Context}}
 {{if .Weights}}
-// WeightsFile holds the weights, converted at build time ({{.Conversion}}),
-// and was written beside this package's source. Ship it with the program:
-// Load reads it from model.Options.WeightsFile or, when that is empty,
-// from beside the running executable; the checkpoint directory still gives
-// the configuration and tokenizer.
+// WeightsFile names the weights converted at build time
+// ({{.Conversion}}), written beside this package's source. Ship the file
+// with the program: Load reads the file opts.WeightsFile names or, when
+// that is empty, WeightsFile beside the running executable. The checkpoint
+// directory still gives the configuration and the tokenizer.
 const WeightsFile = "{{.Weights}}"
 {{end}}
 // Load opens the checkpoint in dir (it must have the configuration the
