@@ -9,8 +9,9 @@ import (
 )
 
 // TestConvertMatchesLlamaQuantize quantises tiny-hot's f32 safetensors at
-// build time and compares every projection and the embedding, byte for byte,
-// with the GGUFs llama.cpp's llama-quantize --pure wrote from the same model.
+// build time with llama.cpp's rounding and compares every projection and the
+// embedding, byte for byte, with the GGUFs llama.cpp's llama-quantize --pure
+// wrote from the same model.
 func TestConvertMatchesLlamaQuantize(t *testing.T) {
 	src, err := Open(filepath.Join(testdata, "models", "tiny-hot"))
 	if err != nil {
@@ -24,7 +25,7 @@ func TestConvertMatchesLlamaQuantize(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ref.Close()
-			got, err := Convert(src, Conversion{Layers: dt, Embed: dt})
+			got, err := Convert(src, Conversion{Layers: dt, Embed: dt, LlamaRounding: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -47,6 +48,55 @@ func TestConvertMatchesLlamaQuantize(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConvertSearchedScales: by default q4_0 scales are searched, and every
+// tensor of tiny-hot comes out closer to its f32 values than llama-quantize's
+// q4_0 GGUF of the same model.
+func TestConvertSearchedScales(t *testing.T) {
+	src, err := Open(filepath.Join(testdata, "models", "tiny-hot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ref, err := Open(filepath.Join(testdata, "models", "tiny-hot.q4_0.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	got, err := Convert(src, Conversion{Layers: ir.Q4_0, Embed: ir.Q4_0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqErr := func(q, f ir.Tensor) float64 {
+		x, err := f.Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := q.Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e float64
+		for i := range x {
+			e += float64(x[i]-y[i]) * float64(x[i]-y[i])
+		}
+		return e
+	}
+	var sumGot, sumRef float64
+	for name, want := range ref.Weights {
+		if want.DType != ir.Q4_0 {
+			continue
+		}
+		f := src.Weights[name]
+		eGot, eRef := sqErr(got.Weights[name], f), sqErr(want, f)
+		if eGot >= eRef {
+			t.Errorf("%s: squared error %.4g, llama-quantize's %.4g", name, eGot, eRef)
+		}
+		sumGot += eGot
+		sumRef += eRef
+	}
+	t.Logf("squared error %.4f of llama-quantize's", sumGot/sumRef)
 }
 
 func TestConversionTargets(t *testing.T) {
@@ -76,10 +126,10 @@ func TestConversionTargets(t *testing.T) {
 			t.Errorf("%v: Changes = %v, want %v", c.conv, got, c.changes)
 		}
 	}
-	if _, err := ParseConversion("q5_k", ""); err == nil {
+	if _, err := ParseConversion("q5_k", "", false); err == nil {
 		t.Error("--dtype q5_k accepted")
 	}
-	if _, err := ParseConversion("", "i32"); err == nil {
+	if _, err := ParseConversion("", "i32", false); err == nil {
 		t.Error("--embed-dtype i32 accepted")
 	}
 }
@@ -89,11 +139,11 @@ func TestConvertRefusesRequantising(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ConvertTensor(q, ir.Q4_0); err == nil {
+	if _, err := ConvertTensor(q, ir.Q4_0, false); err == nil {
 		t.Error("q8_0 → q4_0 accepted")
 	}
 	odd := ir.Tensor{DType: ir.F32, Shape: ir.Shape{2, 20}, Data: make([]byte, 160)}
-	if _, err := ConvertTensor(odd, ir.Q8_0); err == nil {
+	if _, err := ConvertTensor(odd, ir.Q8_0, false); err == nil {
 		t.Error("rows of 20 quantised to blocks of 32")
 	}
 }

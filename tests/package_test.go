@@ -68,7 +68,7 @@ func TestEmittedPackage(t *testing.T) {
 		}
 	}
 	emit("tiny", "tinymodel")
-	emit("tiny-hot", "hotq4", "--dtype", "q4_0", "--embed-dtype", "q4_0")
+	emit("tiny-hot", "hotq4", "--dtype", "q4_0", "--embed-dtype", "q4_0", "--llama-rounding")
 	src := mustAbs("..")
 	goSum, _ := os.ReadFile(filepath.Join(src, "go.sum"))
 	files := map[string]string{

@@ -43,7 +43,9 @@ func TestEveryDTypeCompiled(t *testing.T) {
 	ids := loadRef(t, "tiny.hf-math.json").Tokens
 	for _, c := range cases {
 		t.Run(c.model+"-"+c.dt.String(), func(t *testing.T) {
-			conv := frontend.Conversion{Layers: c.dt, Embed: c.dt}
+			// The reference comparisons need llama-quantize's bytes; the
+			// others run the default, searched q4_0 scales.
+			conv := frontend.Conversion{Layers: c.dt, Embed: c.dt, LlamaRounding: c.ref != ""}
 			compiled := loadConverted(t, c.model, conv, true)
 			interp := loadConverted(t, c.model, conv, false)
 			want := logitsOf(t, interp, ids, len(ids))
@@ -93,7 +95,7 @@ func TestBuiltQuantizedBinary(t *testing.T) {
 	gemmac, _ := gemmacBuild(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tiny-q4")
-	cmd := exec.Command(gemmac, "build", "--model", modelDir("tiny-hot"), "--dtype", "q4_0", "--embed-dtype", "q4_0", "--max-seq", "64", "-o", bin)
+	cmd := exec.Command(gemmac, "build", "--model", modelDir("tiny-hot"), "--dtype", "q4_0", "--embed-dtype", "q4_0", "--llama-rounding", "--max-seq", "64", "-o", bin)
 	cmd.Env = append(os.Environ(), "GEMMAC_SRC="+mustAbs(".."))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("gemmac build --dtype q4_0: %v\n%s", err, out)
@@ -154,7 +156,8 @@ func TestBuiltQuantizedBinary(t *testing.T) {
 }
 
 // TestEvalQuality measures KL divergence and top-1 agreement of q8_0 and
-// q4_0 against tiny-hot as stored, compiled and interpreted.
+// q4_0 against tiny-hot as stored, compiled and interpreted, and q4_0's
+// searched scales against llama.cpp's rounding.
 func TestEvalQuality(t *testing.T) {
 	ref := loadModel(t, "tiny-hot", 64, true)
 	ids := make([]int, 4*32+1)
@@ -188,5 +191,15 @@ func TestEvalQuality(t *testing.T) {
 	}
 	if kld["q4_0c"] <= kld["q8_0c"] {
 		t.Errorf("q4_0 KLD %.3g not above q8_0's %.3g", kld["q4_0c"], kld["q8_0c"])
+	}
+	// The default searched q4_0 scales beat llama.cpp's rounding.
+	llama := loadConverted(t, "tiny-hot", frontend.Conversion{Layers: ir.Q4_0, LlamaRounding: true}, true)
+	r, err := cli.EvalAgainst(ref, llama, ids, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("q4_0 with llama.cpp's rounding: mean KLD %.3g", r.Quality.MeanKLD)
+	if kld["q4_0c"] >= r.Quality.MeanKLD {
+		t.Errorf("q4_0 KLD with searched scales %.3g, with llama.cpp's rounding %.3g: want lower", kld["q4_0c"], r.Quality.MeanKLD)
 	}
 }

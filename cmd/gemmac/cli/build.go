@@ -40,6 +40,7 @@ func runBuild(env *Env, args []string) error {
 	batch := fs.Int("batch", 1, "sequences one batched decode step takes (serve decodes up to this many requests at once); 1: no batched step")
 	dtype := fs.String("dtype", "", "weight dtype of the layers' matrices: f32, bf16, q8_0 or q4_0, converted at build time into BIN.weights, or NAME.weights in the --emit-package directory (default: as stored)")
 	kvDType := fs.String("kv-dtype", "f32", "KV cache element type: f32, or bf16 (half the memory; keys and values rounded to bfloat16)")
+	llamaRounding := fs.Bool("llama-rounding", false, "with --dtype q4_0: llama-quantize's rounding, byte for byte, instead of searching each block's scale for the least error")
 	embedDType := fs.String("embed-dtype", "", "dtype of the embedding, which is also the tied LM head (default: q8_0 when --dtype is q8_0 or q4_0, else --dtype)")
 	emit := fs.String("emit", "", "also write the generated kernels beside the binary: LLVM IR (ll) or assembly (asm, ptx)")
 	out := fs.StringP("output", "o", "", "the binary to write")
@@ -91,7 +92,7 @@ func runBuild(env *Env, args []string) error {
 		return err
 	}
 	defer ckpt.Close()
-	conv, err := frontend.ParseConversion(*dtype, *embedDType)
+	conv, err := frontend.ParseConversion(*dtype, *embedDType, *llamaRounding)
 	if err != nil {
 		return usageError("%v", err)
 	}
