@@ -152,6 +152,9 @@ func ConvertTensor(t ir.Tensor, to ir.DType, llamaRounding bool) (ir.Tensor, err
 	if _, err := to.TensorBytes(t.Shape); err != nil {
 		return ir.Tensor{}, err
 	}
+	if to.IsQuantized() {
+		return quantizeTensor(t, to, llamaRounding)
+	}
 	f, err := t.Float32s()
 	if err != nil {
 		return ir.Tensor{}, err
@@ -167,13 +170,44 @@ func ConvertTensor(t ir.Tensor, to ir.DType, llamaRounding bool) (ir.Tensor, err
 			data[2*i], data[2*i+1] = byte(b), byte(b>>8)
 		}
 		return ir.Tensor{DType: ir.BF16, Shape: shape, Data: data}, nil
-	case ir.Q8_0, ir.Q4_0:
-		if llamaRounding {
-			return ir.Quantize(to, shape, f)
-		}
-		return ir.QuantizeSearched(to, shape, f)
 	}
 	return ir.Tensor{}, fmt.Errorf("cannot convert weights to %v", to)
+}
+
+// quantizeChunkFloats bounds the rows quantizeTensor decodes at a time:
+// 256 KB of f32, reused, instead of a fresh copy of the whole tensor
+// (gigabytes for an embedding) whose page faults the build paid for.
+const quantizeChunkFloats = 1 << 16
+
+// quantizeTensor encodes the f32/bf16/f16 tensor t (rows of whole blocks,
+// checked by the caller) as the quantised dtype to, a chunk of rows at a
+// time.
+func quantizeTensor(t ir.Tensor, to ir.DType, llamaRounding bool) (ir.Tensor, error) {
+	if err := t.Check(); err != nil {
+		return ir.Tensor{}, err
+	}
+	cols := t.Shape[len(t.Shape)-1]
+	rows := t.Shape.Elems() / max(cols, 1)
+	n, _ := to.TensorBytes(t.Shape)
+	out := ir.Tensor{DType: to, Shape: append(ir.Shape(nil), t.Shape...), Data: make([]byte, n)}
+	step := max(1, quantizeChunkFloats/max(cols, 1))
+	buf := make([]float32, min(rows, step)*cols)
+	inRow, outRow := cols*t.DType.Size(), to.BytesFor(cols)
+	quantize := ir.QuantizeRowSearched
+	if llamaRounding {
+		quantize = ir.QuantizeRow
+	}
+	for r := 0; r < rows; r += step {
+		k := min(step, rows-r)
+		part := ir.Tensor{DType: t.DType, Shape: ir.Shape{k, cols}, Data: t.Data[r*inRow : (r+k)*inRow]}
+		if err := part.DecodeInto(buf[:k*cols]); err != nil {
+			return ir.Tensor{}, err
+		}
+		if err := quantize(to, buf[:k*cols], out.Data[r*outRow:(r+k)*outRow]); err != nil {
+			return ir.Tensor{}, err
+		}
+	}
+	return out, nil
 }
 
 func f32Bytes(f []float32) []byte {

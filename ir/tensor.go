@@ -53,23 +53,34 @@ func (t Tensor) Float32s() ([]float32, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
 	}
+	out := make([]float32, t.Shape.Elems())
+	return out, t.DecodeInto(out)
+}
+
+// DecodeInto decodes any float or quantised tensor into dst, which holds
+// its t.Shape.Elems() values.
+func (t Tensor) DecodeInto(dst []float32) error {
+	if err := t.Check(); err != nil {
+		return err
+	}
+	if len(dst) != t.Shape.Elems() {
+		return fmt.Errorf("decoding %v%v into %d floats", t.DType, t.Shape, len(dst))
+	}
 	switch t.DType {
 	case F32:
-		return append([]float32(nil), t.F32s()...), nil
+		copy(dst, t.F32s())
+		return nil
 	case BF16, F16:
 		widen := BF16ToF32
 		if t.DType == F16 {
 			widen = F16ToF32
 		}
-		words := t.U16s()
-		out := make([]float32, len(words))
-		for i, w := range words {
-			out[i] = widen(w)
+		for i, w := range t.U16s() {
+			dst[i] = widen(w)
 		}
-		return out, nil
+		return nil
 	case Q8_0, Q4_0:
-		out := make([]float32, t.Shape.Elems())
-		return out, DequantizeRow(t.DType, t.Data, out)
+		return DequantizeRow(t.DType, t.Data, dst)
 	}
-	return nil, fmt.Errorf("cannot decode %v as floats", t.DType)
+	return fmt.Errorf("cannot decode %v as floats", t.DType)
 }
