@@ -2,6 +2,7 @@ package frontend
 
 import (
 	"bytes"
+	"math"
 	"path/filepath"
 	"testing"
 
@@ -131,6 +132,40 @@ func TestConversionTargets(t *testing.T) {
 	}
 	if _, err := ParseConversion("", "i32", false); err == nil {
 		t.Error("--embed-dtype i32 accepted")
+	}
+}
+
+// TestConvertChunks: a tensor of more rows than one chunk (a partial chunk
+// last) quantises as the whole of it does at once.
+func TestConvertChunks(t *testing.T) {
+	const cols = 96
+	rows := 2*quantizeChunkFloats/cols + 5
+	data := make([]byte, 2*rows*cols)
+	vals := make([]float32, rows*cols)
+	for i := range vals {
+		b := ir.F32ToBF16(float32(math.Sin(float64(i)*0.37)) * float32(1+i%7))
+		data[2*i], data[2*i+1] = byte(b), byte(b>>8)
+		vals[i] = ir.BF16ToF32(b)
+	}
+	src := ir.Tensor{DType: ir.BF16, Shape: ir.Shape{rows, cols}, Data: data}
+	for _, dt := range []ir.DType{ir.Q8_0, ir.Q4_0} {
+		for _, llama := range []bool{false, true} {
+			got, err := ConvertTensor(src, dt, llama)
+			if err != nil {
+				t.Fatal(err)
+			}
+			quantize := ir.QuantizeSearched
+			if llama {
+				quantize = ir.Quantize
+			}
+			want, err := quantize(dt, src.Shape, vals)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Data, want.Data) || !got.Shape.Equal(want.Shape) {
+				t.Errorf("%v (llama rounding %v): %d rows in chunks differ from the tensor quantised whole", dt, llama, rows)
+			}
+		}
 	}
 }
 
