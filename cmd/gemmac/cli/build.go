@@ -20,7 +20,7 @@ import (
 func buildCommand() Command {
 	return Command{
 		Name:    "build",
-		Usage:   "--model DIR --target cpu[:NAME]|cuda[:sm_XX] [--dtype T] [--kv-dtype bf16] [--batch B] [--max-seq S] [--emit ll|asm|ptx] (-o BIN | --emit-package DIR)",
+		Usage:   "--model DIR --target cpu[:NAME]|cuda[:sm_XX] [--dtype T] [--llama-rounding] [--kv-dtype bf16] [--batch B] [--max-seq S] [--emit ll|asm|ptx] (-o BIN | --emit-package DIR)",
 		Summary: "compile a checkpoint into one optimised binary",
 		Run:     runBuild,
 	}
