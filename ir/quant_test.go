@@ -190,18 +190,26 @@ func TestQuantizeMatchesLlamaCpp(t *testing.T) {
 	}
 }
 
+// scaledGaussianBlocks is n values in blocks of 32, each Gaussian at a scale
+// of its own, 10^(b mod decades − decades/2) for block b, except an all-zero
+// first block (d = 0) and one outlier, 1e4, in the second.
+func scaledGaussianBlocks(seed uint64, n, decades int) []float32 {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64()) * float32(math.Pow(10, float64(i/32%decades-decades/2)))
+	}
+	copy(x[:32], make([]float32, 32))
+	x[40] = 1e4
+	return x
+}
+
 // TestQuantizeRoundTrip bounds the error of quantise → dequantise per block:
 // half a step (plus the f16 rounding of the scale) for q8_0; for q4_0 a full
 // step, since the side opposite the largest magnitude clips at +7.
 func TestQuantizeRoundTrip(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
 	const n = 32 * 200
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64()) * float32(math.Pow(10, float64(i/32%7-3)))
-	}
-	copy(x[:32], make([]float32, 32)) // an all-zero block: d = 0
-	x[40] = 1e4                       // one outlier in a block
+	x := scaledGaussianBlocks(1, n, 7)
 	for _, d := range []ir.DType{ir.Q8_0, ir.Q4_0} {
 		q, err := ir.Quantize(d, ir.Shape{n / 64, 64}, x)
 		if err != nil {
@@ -280,14 +288,8 @@ func TestQuantizeReferenceRounding(t *testing.T) {
 // by more than the f16 rounding of the scale can explain, and keep the
 // zero block, an outlier and blocks of one value exact or bounded.
 func TestQuantizeSearched(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
 	const n = 32 * 4000
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64()) * float32(math.Pow(10, float64(i/32%5-2)))
-	}
-	copy(x[:32], make([]float32, 32)) // all zero
-	x[40] = 1e4                       // one outlier
+	x := scaledGaussianBlocks(3, n, 5)
 	for i := 64; i < 96; i++ {        // one value throughout
 		x[i] = -0.75
 	}
