@@ -290,7 +290,7 @@ func TestQuantizeReferenceRounding(t *testing.T) {
 func TestQuantizeSearched(t *testing.T) {
 	const n = 32 * 4000
 	x := scaledGaussianBlocks(3, n, 5)
-	for i := 64; i < 96; i++ {        // one value throughout
+	for i := 64; i < 96; i++ { // one value throughout
 		x[i] = -0.75
 	}
 	decode := func(q ir.Tensor, err error) []float32 {
