@@ -67,7 +67,7 @@ func runEval(env *Env, args []string) error {
 	}
 	// With --dtype, the model loaded as stored is the reference and the
 	// converted one is measured against it.
-	conv, err := frontend.ParseConversion(mf.dtype, mf.embed, mf.llama)
+	conv, err := frontend.ParseConversion(mf.dtype, mf.embed, mf.llamaRounding)
 	if err != nil {
 		return usageError("%v", err)
 	}

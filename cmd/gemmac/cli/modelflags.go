@@ -14,17 +14,17 @@ import (
 
 // modelFlags are the flags of every command that loads a model.
 type modelFlags struct {
-	dir       string
-	interp    bool
-	maxSeq    int
-	threads   int
-	tokenizer string
-	template  string
-	dtype     string
-	embed     string
-	kv        string
-	weights   string
-	llama     bool
+	dir           string
+	interp        bool
+	maxSeq        int
+	threads       int
+	tokenizer     string
+	template      string
+	dtype         string
+	embed         string
+	kv            string
+	weights       string
+	llamaRounding bool
 	// batch is the rows of the batched decode step to build (serve
 	// --batch, bench --streams): model.Options.Batch.
 	batch int
@@ -38,7 +38,7 @@ func (m *modelFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&m.tokenizer, "tokenizer", "", "tokenizer.json to use instead of the model directory's")
 	fs.StringVar(&m.dtype, "dtype", "", "convert the layers' weights at load: f32, bf16, q8_0 or q4_0 (default: as stored)")
 	fs.StringVar(&m.embed, "embed-dtype", "", "convert the embedding (the tied LM head) at load (default: q8_0 for quantised --dtype, else --dtype)")
-	fs.BoolVar(&m.llama, "llama-rounding", false, "with --dtype q4_0: llama-quantize's rounding, byte for byte, instead of searching each block's scale for the least error")
+	fs.BoolVar(&m.llamaRounding, "llama-rounding", false, "with --dtype q4_0: llama-quantize's rounding, byte for byte, instead of searching each block's scale for the least error")
 	fs.StringVar(&m.kv, "kv-dtype", "", "KV cache element type: f32 or bf16 (half the memory; keys and values rounded to bfloat16); a built binary has its own")
 	fs.StringVar(&m.weights, "weights", "", "the packed weights file of a binary built with --dtype (default: BIN.weights beside the binary)")
 	fs.StringVar(&m.template, "chat-template", "", "gemma2, systemgemma2 or gemma3 (built-in renderers), or jinja (the checkpoint's own template); default: the built-in the checkpoint's template matches, else jinja")
@@ -51,7 +51,7 @@ func (m *modelFlags) load(fs *pflag.FlagSet, env *Env) (*model.Model, error) {
 	if m.maxSeq < 0 || m.threads < 0 {
 		return nil, usageError("--max-seq and --threads must not be negative")
 	}
-	conv, err := frontend.ParseConversion(m.dtype, m.embed, m.llama)
+	conv, err := frontend.ParseConversion(m.dtype, m.embed, m.llamaRounding)
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
