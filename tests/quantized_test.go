@@ -119,6 +119,33 @@ func TestBuiltQuantizedBinary(t *testing.T) {
 	if worst, row, col := maxAbsDiff(t, got, ref.Logits); worst > 1e-3 {
 		t.Errorf("BIN logits: %.3g from the q4_0 reference at %d,%d", worst, row, col)
 	}
+	// The interpreter in the binary runs the weights it was built with
+	// (converted at load the same way), and bench --compare measures both
+	// engines on them.
+	interp, out, err := logits("--interp")
+	if err != nil || len(interp) != len(got) || maxRowDiff(interp, got) > 1e-4 {
+		t.Errorf("BIN logits --interp: %v: want the compiled logits within 1e-4\n%s", err, out)
+	}
+	bench, err := exec.Command(bin, "bench", "--model", modelDir("tiny-hot"), "--compare", "--prompt-tokens", "4", "--gen-tokens", "2", "--no-roofline", "--json").Output()
+	if err != nil {
+		t.Fatalf("BIN bench --compare: %v", err)
+	}
+	var bytesPerToken []int64
+	for dec := json.NewDecoder(strings.NewReader(string(bench))); dec.More(); {
+		var r struct {
+			WeightBytes int64 `json:"weight_bytes_per_token"`
+		}
+		if err := dec.Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		bytesPerToken = append(bytesPerToken, r.WeightBytes)
+	}
+	if len(bytesPerToken) != 2 || bytesPerToken[0] != bytesPerToken[1] {
+		t.Errorf("BIN bench --compare: weight bytes per token %v, want the same q4_0 weights on both engines", bytesPerToken)
+	}
+	if out, err := exec.Command(bin, "eval", "--model", modelDir("tiny-hot"), "--positions", "8", "--window", "4", "--dtype", "q8_0").CombinedOutput(); err == nil || !strings.Contains(string(out), "converted at build time") {
+		t.Errorf("BIN eval --dtype on a converted binary: %v, want a usage error\n%s", err, out)
+	}
 
 	weights := bin + ".weights"
 	good, err := os.ReadFile(weights)

@@ -72,6 +72,18 @@ type PackedWeights struct {
 	Fingerprint string `json:"fingerprint"`
 	// Conversion is how the weights were converted, for messages.
 	Conversion string `json:"conversion"`
+	// Layers and Embed are the conversion's dtypes ("" keeps as stored,
+	// an empty Embed takes the default for Layers) and LlamaRounding its
+	// q4_0 rounding: with them the interpreter converts the checkpoint
+	// into the same weights (frontend.Conversion).
+	Layers        string `json:"layers,omitempty"`
+	Embed         string `json:"embed,omitempty"`
+	LlamaRounding bool   `json:"llama_rounding,omitempty"`
+}
+
+// Convert is the conversion the packed weights went through.
+func (p *PackedWeights) Convert() (frontend.Conversion, error) {
+	return frontend.ParseConversion(p.Layers, p.Embed, p.LlamaRounding)
 }
 
 // RoPETable is cs[p·Dim + i] = cos(p·θ^(-2i/Dim)), cs[p·Dim + Dim/2 + i] =

@@ -87,7 +87,7 @@ func runBench(env *Env, args []string) error {
 	genTokens := fs.Int("gen-tokens", 32, "tokens to decode after it")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	profile := fs.Bool("profile", false, "print the time spent in each compiled kernel")
-	compare := fs.Bool("compare", false, "also run the interpreter on the same model and print the speedup")
+	compare := fs.Bool("compare", false, "also run the interpreter on the same model and print the speedup (in a binary built with --dtype, on the same converted weights)")
 	noRoofline := fs.Bool("no-roofline", false, "skip measuring this machine's read bandwidth and FMA peak")
 	streams := fs.Int("streams", 0, "also measure N concurrent streams decoded in batched steps against one stream, in turn (N ≥ 2; compiles the batched step, or needs a binary built with --batch N or more)")
 	if err := parse(fs, args); err != nil {

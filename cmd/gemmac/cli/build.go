@@ -193,7 +193,14 @@ func writePacked(ckpt *frontend.Checkpoint, conv frontend.Conversion, dtypes map
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
-	return &plan.PackedWeights{File: filepath.Base(path), Fingerprint: fingerprint, Conversion: conv.String()}, nil
+	dtypeName := func(d ir.DType) string {
+		if d == 0 {
+			return ""
+		}
+		return d.String()
+	}
+	return &plan.PackedWeights{File: filepath.Base(path), Fingerprint: fingerprint, Conversion: conv.String(),
+		Layers: dtypeName(conv.Layers), Embed: dtypeName(conv.Embed), LlamaRounding: conv.LlamaRounding}, nil
 }
 
 func parseCPUTarget(s string) (codegen.Target, error) {

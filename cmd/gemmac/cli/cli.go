@@ -36,6 +36,11 @@ type Env struct {
 	Engine func(*frontend.Checkpoint, model.Options) (model.Engine, error)
 	// Context is the context a built binary was compiled for; 0 in gemmac.
 	Context int
+	// Convert is how a built binary's weights were converted at build time
+	// (zero: not at all). The interpreter (--interp, bench --compare)
+	// converts the checkpoint the same way, so both engines run the same
+	// weights.
+	Convert frontend.Conversion
 }
 
 // StdEnv is the process's own standard streams.

@@ -25,6 +25,12 @@ func RunCompiled(planJSON []byte, kernelTable unsafe.Pointer, args []string) int
 	}
 	env.Engine = engine
 	env.Context = art.Context
+	if art.Packed != nil {
+		if env.Convert, err = art.Packed.Convert(); err != nil {
+			fmt.Fprintf(env.Stderr, "%s: damaged plan: %v\n", env.Program, err)
+			return 1
+		}
+	}
 	return Main(env, ModelCommands(), args[1:])
 }
 

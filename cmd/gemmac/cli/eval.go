@@ -71,8 +71,11 @@ func runEval(env *Env, args []string) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
+	if !conv.IsZero() && !env.Convert.IsZero() && !mf.interp {
+		return usageError("this binary's weights were converted at build time (%v), so its kernels read them whatever --dtype says: measure with gemmac eval --dtype, or add --interp", env.Convert)
+	}
 	dtype, embed := mf.dtype, mf.embed
-	mf.dtype, mf.embed = "", ""
+	mf.dtype, mf.embed, mf.asStored = "", "", !conv.IsZero()
 	ref, err := mf.load(fs, env)
 	if err != nil {
 		return err

@@ -28,6 +28,9 @@ type modelFlags struct {
 	// batch is the rows of the batched decode step to build (serve
 	// --batch, bench --streams): model.Options.Batch.
 	batch int
+	// asStored keeps the interpreter on the checkpoint's own weights in a
+	// binary built with --dtype (eval's reference).
+	asStored bool
 }
 
 func (m *modelFlags) register(fs *pflag.FlagSet) {
@@ -54,6 +57,9 @@ func (m *modelFlags) load(fs *pflag.FlagSet, env *Env) (*model.Model, error) {
 	conv, err := frontend.ParseConversion(m.dtype, m.embed, m.llamaRounding)
 	if err != nil {
 		return nil, usageError("%v", err)
+	}
+	if m.interp && conv.IsZero() && !m.asStored {
+		conv = env.Convert // a built binary's weights, converted the same way
 	}
 	kv, err := parseKVDType(m.kv)
 	if err != nil {
