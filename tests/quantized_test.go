@@ -143,8 +143,11 @@ func TestBuiltQuantizedBinary(t *testing.T) {
 	if len(bytesPerToken) != 2 || bytesPerToken[0] != bytesPerToken[1] {
 		t.Errorf("BIN bench --compare: weight bytes per token %v, want the same q4_0 weights on both engines", bytesPerToken)
 	}
-	if out, err := exec.Command(bin, "eval", "--model", modelDir("tiny-hot"), "--positions", "8", "--window", "4", "--dtype", "q8_0").CombinedOutput(); err == nil || !strings.Contains(string(out), "converted at build time") {
-		t.Errorf("BIN eval --dtype on a converted binary: %v, want a usage error\n%s", err, out)
+	for _, cmd := range [][]string{{"eval", "--positions", "8", "--window", "4"}, {"logits", "--tokens", "2,3"}} {
+		args := append(append(cmd, "--model", modelDir("tiny-hot")), "--dtype", "q8_0")
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err == nil || !strings.Contains(string(out), "converted at build time") {
+			t.Errorf("BIN %s --dtype q8_0 on a q4_0 binary: %v, want a usage error\n%s", cmd[0], err, out)
+		}
 	}
 
 	weights := bin + ".weights"

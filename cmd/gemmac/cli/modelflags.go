@@ -58,8 +58,15 @@ func (m *modelFlags) load(fs *pflag.FlagSet, env *Env) (*model.Model, error) {
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
-	if m.interp && conv.IsZero() && !m.asStored {
+	switch {
+	case m.interp && conv.IsZero() && !m.asStored:
 		conv = env.Convert // a built binary's weights, converted the same way
+	case !m.interp && !env.Convert.IsZero() && !conv.IsZero():
+		// The kernels read the weights file whatever the flags say.
+		if conv.String() != env.Convert.String() {
+			return nil, usageError("this binary's weights were converted at build time (%v): --dtype and --embed-dtype cannot change them (rebuild, or add --interp)", env.Convert)
+		}
+		conv = frontend.Conversion{}
 	}
 	kv, err := parseKVDType(m.kv)
 	if err != nil {
