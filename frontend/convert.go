@@ -3,6 +3,7 @@ package frontend
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -191,23 +192,46 @@ func quantizeTensor(t ir.Tensor, to ir.DType, llamaRounding bool) (ir.Tensor, er
 	n, _ := to.TensorBytes(t.Shape)
 	out := ir.Tensor{DType: to, Shape: append(ir.Shape(nil), t.Shape...), Data: make([]byte, n)}
 	step := max(1, quantizeChunkFloats/max(cols, 1))
-	buf := make([]float32, min(rows, step)*cols)
 	inRow, outRow := cols*t.DType.Size(), to.BytesFor(cols)
 	quantize := ir.QuantizeRowSearched
 	if llamaRounding {
 		quantize = ir.QuantizeRow
 	}
-	for r := 0; r < rows; r += step {
-		k := min(step, rows-r)
-		part := ir.Tensor{DType: t.DType, Shape: ir.Shape{k, cols}, Data: t.Data[r*inRow : (r+k)*inRow]}
-		if err := part.DecodeInto(buf[:k*cols]); err != nil {
-			return ir.Tensor{}, err
+	// rowsFrom quantises rows [lo, hi) a chunk at a time.
+	rowsFrom := func(lo, hi int) error {
+		buf := make([]float32, min(hi-lo, step)*cols)
+		for r := lo; r < hi; r += step {
+			k := min(step, hi-r)
+			part := ir.Tensor{DType: t.DType, Shape: ir.Shape{k, cols}, Data: t.Data[r*inRow : (r+k)*inRow]}
+			if err := part.DecodeInto(buf[:k*cols]); err != nil {
+				return err
+			}
+			if err := quantize(to, buf[:k*cols], out.Data[r*outRow:(r+k)*outRow]); err != nil {
+				return err
+			}
 		}
-		if err := quantize(to, buf[:k*cols], out.Data[r*outRow:(r+k)*outRow]); err != nil {
-			return ir.Tensor{}, err
-		}
+		return nil
 	}
-	return out, nil
+	// A tensor of many chunks is split across the CPUs too: ConvertEach
+	// emits in order, so one large tensor (the embedding, a layer's down
+	// projection) would otherwise run alone while the tensors after it
+	// wait in its window.
+	parts := min(runtime.GOMAXPROCS(0), (rows+step-1)/step/4)
+	if parts <= 1 {
+		return out, rowsFrom(0, rows)
+	}
+	per := (rows + parts - 1) / parts
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[p] = rowsFrom(min(rows, p*per), min(rows, (p+1)*per))
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
 func f32Bytes(f []float32) []byte {
@@ -221,8 +245,10 @@ func f32Bytes(f []float32) []byte {
 
 // ConvertEach converts every weight of ckpt that c changes, calling emit with
 // each tensor (converted or as stored) in WeightSpecs order. Tensors are
-// converted by all CPUs, a few at a time, so memory holds only those in
-// flight, not the converted model.
+// converted by all CPUs at once, and memory holds only the few in flight,
+// not the converted model: a window of twice as many tensors as CPUs, so a
+// large tensor ahead in order does not keep the others' CPUs idle while
+// emit waits for it.
 func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Tensor) error) error {
 	specs := ckpt.Config.WeightSpecs()
 	type result struct {
@@ -234,14 +260,17 @@ func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Te
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
-	sem := make(chan struct{}, workers)
+	window := make(chan struct{}, 2*workers) // tensors started, not yet emitted
+	running := make(chan struct{}, workers)  // tensors being converted
 	var wg sync.WaitGroup
 	go func() {
 		for i, s := range specs {
-			sem <- struct{}{}
+			window <- struct{}{}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				running <- struct{}{}
+				defer func() { <-running }()
 				t, ok := ckpt.Weights[s.Name]
 				if !ok {
 					results[i] <- result{err: fmt.Errorf("checkpoint has no tensor %s", s.Name)}
@@ -262,13 +291,13 @@ func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Te
 	var firstErr error
 	for i, s := range specs {
 		r := <-results[i]
-		<-sem
 		if firstErr == nil {
 			firstErr = r.err
 			if firstErr == nil {
 				firstErr = emit(s.Name, r.t)
 			}
 		}
+		<-window
 	}
 	wg.Wait()
 	return firstErr

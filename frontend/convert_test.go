@@ -135,11 +135,12 @@ func TestConversionTargets(t *testing.T) {
 	}
 }
 
-// TestConvertChunks: a tensor of more rows than one chunk (a partial chunk
-// last) quantises as the whole of it does at once.
+// TestConvertChunks: a tensor of many chunks (a partial chunk last, split
+// across the CPUs when there are several) quantises as the whole of it
+// does at once.
 func TestConvertChunks(t *testing.T) {
 	const cols = 96
-	rows := 2*quantizeChunkFloats/cols + 5
+	rows := 9*quantizeChunkFloats/cols + 5
 	data := make([]byte, 2*rows*cols)
 	vals := make([]float32, rows*cols)
 	for i := range vals {

@@ -207,13 +207,10 @@ func quantizeBlockQ4_0Searched(dst []byte, x []float32) {
 	m := largestMagnitude(x)
 	d := m / -8
 	if m != 0 && !math.IsInf(float64(m), 0) && !math.IsNaN(float64(m)) {
-		var sx2 float32
-		for _, v := range x {
-			sx2 += v * v
-		}
 		// The error of the levels q with the least-squares scale Σxq/Σq²
-		// is Σx² − (Σxq)²/Σq²: one pass per candidate.
-		best := float32(math.Inf(1))
+		// is Σx² − (Σxq)²/Σq²: one pass per candidate finds the one with
+		// the largest (Σxq)²/Σq².
+		var best float32
 		for _, s := range q4SearchDivisors {
 			id := -s / m
 			var sxq, sqq float32
@@ -222,8 +219,8 @@ func quantizeBlockQ4_0Searched(dst []byte, x []float32) {
 				sxq += v * q
 				sqq += q * q
 			}
-			if e := sx2 - sxq*sxq/sqq; sqq > 0 && e < best {
-				best, d = e, sxq/sqq
+			if g := sxq * sxq / sqq; sqq > 0 && g > best {
+				best, d = g, sxq/sqq
 			}
 		}
 		d = F16ToF32(F32ToF16(d)) // the levels fit the scale as stored
