@@ -246,9 +246,8 @@ func f32Bytes(f []float32) []byte {
 // ConvertEach converts every weight of ckpt that c changes, calling emit with
 // each tensor (converted or as stored) in WeightSpecs order. Tensors are
 // converted by all CPUs at once, and memory holds only the few in flight,
-// not the converted model: a window of twice as many tensors as CPUs, so a
-// large tensor ahead in order does not keep the others' CPUs idle while
-// emit waits for it.
+// not the converted model: a window of two more tensors than CPUs, so the
+// CPUs go on with the next tensors while emit waits for a large one.
 func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Tensor) error) error {
 	specs := ckpt.Config.WeightSpecs()
 	type result struct {
@@ -260,7 +259,7 @@ func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Te
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
-	window := make(chan struct{}, 2*workers) // tensors started, not yet emitted
+	window := make(chan struct{}, workers+2) // tensors started, not yet emitted
 	running := make(chan struct{}, workers)  // tensors being converted
 	var wg sync.WaitGroup
 	go func() {
