@@ -73,9 +73,10 @@ func (c *Compiled) Package(dir, name string) error {
 	// The table's symbol is the package's own, so a program can import
 	// several compiled models: the name and a hash of the kernels keep two
 	// packages' symbols apart unless both name and kernels are the same.
+	// The module keeps it, so kernels emitted afterwards read as linked.
+	c.Module.Table = ""
 	sum := sha256.Sum256([]byte(c.Module.String()))
 	c.Module.Table = fmt.Sprintf("gemmac_%s_%x", name, sum[:6])
-	defer func() { c.Module.Table = "" }()
 	kernels, planJSON, err := c.objectAndPlan()
 	if err != nil {
 		return err

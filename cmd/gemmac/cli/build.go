@@ -144,7 +144,12 @@ func runBuild(env *Env, args []string) error {
 		}
 		fmt.Fprintf(env.Stderr, "wrote %s: weights converted to %s\n", path, conv)
 	}
-	if *emit != "" {
+	// emitKernels writes the kernels for reading as the object has them
+	// (a package's after Package has named its symbols).
+	emitKernels := func() error {
+		if *emit == "" {
+			return nil
+		}
 		base := *out
 		if base == "" {
 			base = filepath.Join(*pkgDir, "kernels")
@@ -154,14 +159,21 @@ func runBuild(env *Env, args []string) error {
 			return err
 		}
 		fmt.Fprintf(env.Stderr, "wrote %s\n", path)
+		return nil
 	}
 	if *pkgDir != "" {
 		if err := compiled.Package(*pkgDir, name); err != nil {
 			return err
 		}
+		if err := emitKernels(); err != nil {
+			return err
+		}
 		fmt.Fprintf(env.Stderr, "wrote package %s (%s): %d kernels for %s, context %d, in %.1fs\n",
 			name, *pkgDir, len(compiled.Artifact.Kernels), t.Name, context, time.Since(start).Seconds())
 		return nil
+	}
+	if err := emitKernels(); err != nil {
+		return err
 	}
 	src, err := gobin.SourceRoot()
 	if err != nil {
