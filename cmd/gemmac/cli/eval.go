@@ -15,7 +15,7 @@ import (
 func evalCommand() Command {
 	return Command{
 		Name:    "eval",
-		Usage:   "--model DIR [--interp] [--text FILE | --positions N] [--dtype T [--embed-dtype T]] [--window N] [--json]",
+		Usage:   "--model DIR [--interp] [--text FILE | --positions N] [--dtype T [--embed-dtype T] [--llama-rounding]] [--window N] [--json]",
 		Summary: "measure perplexity on a text, or a weight dtype's KL divergence from the model as stored",
 		Run:     runEval,
 	}
