@@ -149,15 +149,6 @@ func quantizeRow(d DType, src []float32, dst []byte, searched bool) error {
 // Quantize encodes a tensor of the given shape (row-major f32) as d with
 // QuantizeRow; rows must be whole blocks.
 func Quantize(d DType, shape Shape, src []float32) (Tensor, error) {
-	return quantize(d, shape, src, false)
-}
-
-// QuantizeSearched is Quantize with QuantizeRowSearched's q4_0 scales.
-func QuantizeSearched(d DType, shape Shape, src []float32) (Tensor, error) {
-	return quantize(d, shape, src, true)
-}
-
-func quantize(d DType, shape Shape, src []float32, searched bool) (Tensor, error) {
 	if !d.IsQuantized() {
 		return Tensor{}, fmt.Errorf("quantize: %v is not a quantised dtype", d)
 	}
@@ -169,7 +160,7 @@ func quantize(d DType, shape Shape, src []float32, searched bool) (Tensor, error
 		return Tensor{}, fmt.Errorf("quantize: %d values for shape %v", len(src), shape)
 	}
 	t := Tensor{DType: d, Shape: append(Shape(nil), shape...), Data: make([]byte, n)}
-	return t, quantizeRow(d, src, t.Data, searched)
+	return t, QuantizeRow(d, src, t.Data)
 }
 
 func quantizeBlockQ8_0(dst []byte, x []float32) {

@@ -293,19 +293,20 @@ func TestQuantizeSearched(t *testing.T) {
 	for i := 64; i < 96; i++ { // one value throughout
 		x[i] = -0.75
 	}
-	decode := func(q ir.Tensor, err error) []float32 {
-		if err != nil {
+	// encode quantises x with quantize and decodes it back.
+	encode := func(d ir.DType, quantize func(ir.DType, []float32, []byte) error) (q []byte, y []float32) {
+		q = make([]byte, d.BytesFor(n))
+		if err := quantize(d, x, q); err != nil {
 			t.Fatal(err)
 		}
-		y := make([]float32, n)
-		if err := ir.DequantizeRow(ir.Q4_0, q.Data, y); err != nil {
+		y = make([]float32, n)
+		if err := ir.DequantizeRow(d, q, y); err != nil {
 			t.Fatal(err)
 		}
-		return y
+		return q, y
 	}
-	shape := ir.Shape{n / 64, 64}
-	llama := decode(ir.Quantize(ir.Q4_0, shape, x))
-	searched := decode(ir.QuantizeSearched(ir.Q4_0, shape, x))
+	_, llama := encode(ir.Q4_0, ir.QuantizeRow)
+	_, searched := encode(ir.Q4_0, ir.QuantizeRowSearched)
 	var sumLlama, sumSearched float64
 	for b := 0; b < n/32; b++ {
 		var el, es, scale float64
@@ -337,10 +338,10 @@ func TestQuantizeSearched(t *testing.T) {
 		t.Errorf("a block of -0.75 decodes to %g, %g", searched[64], searched[95])
 	}
 	// q8_0 is not searched.
-	q8, _ := ir.Quantize(ir.Q8_0, shape, x)
-	q8s, _ := ir.QuantizeSearched(ir.Q8_0, shape, x)
-	if !bytes.Equal(q8.Data, q8s.Data) {
-		t.Error("QuantizeSearched changed q8_0 blocks")
+	q8, _ := encode(ir.Q8_0, ir.QuantizeRow)
+	q8s, _ := encode(ir.Q8_0, ir.QuantizeRowSearched)
+	if !bytes.Equal(q8, q8s) {
+		t.Error("QuantizeRowSearched changed q8_0 blocks")
 	}
 }
 
