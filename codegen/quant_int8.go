@@ -217,15 +217,22 @@ func (g *gen) unsignedBlock(row, boff value.Value) value.Value {
 	// load) and masked: low nibbles in the lower half, high nibbles in
 	// place (16×) in the upper.
 	raw := g.loadVecRaw(tI8, gir.QK/2, row, g.addc(boff, 2), nil)
-	masks := make([]constant.Constant, gir.QK)
+	both := g.b.NewShuffleVector(raw, constant.NewUndef(raw.Type()), shuffleMask(gir.QK, func(i int) int { return i % (gir.QK / 2) }))
+	return g.b.NewBitCast(g.b.NewAnd(both, nibbleMask(gir.QK)), v8i)
+}
+
+// nibbleMask is the n-byte AND mask that keeps, in each block's QK bytes
+// (its 16 bytes of nibbles twice over), the low nibbles in the first half
+// and the high nibbles in the second.
+func nibbleMask(n int) *constant.Vector {
+	masks := make([]constant.Constant, n)
 	for i := range masks {
 		masks[i] = ci(tI8, 0x0f)
-		if i >= gir.QK/2 {
+		if i%gir.QK >= gir.QK/2 {
 			masks[i] = ci(tI8, -16) // 0xf0
 		}
 	}
-	both := g.b.NewShuffleVector(raw, constant.NewUndef(raw.Type()), shuffleMask(gir.QK, func(i int) int { return i % (gir.QK / 2) }))
-	return g.b.NewBitCast(g.b.NewAnd(both, constant.NewVector(vecT(gir.QK, tI8), masks...)), v8i)
+	return constant.NewVector(vecT(n, tI8), masks...)
 }
 
 // pairOverrunBlocks: a pair of q4_0 blocks starting at block p may be read
@@ -266,13 +273,6 @@ func (g *gen) qPairStep(rows []value.Value, xq, xd, xc, b value.Value, acc []val
 	// [20, 36) (block b+1's nibbles): two loads that stay inside it,
 	// widened to one type for a two-source permutation.
 	half := gir.QK / 2
-	masks := make([]constant.Constant, 2*gir.QK)
-	for i := range masks {
-		masks[i] = ci(tI8, 0x0f)
-		if i%gir.QK >= half {
-			masks[i] = ci(tI8, -16) // 0xf0
-		}
-	}
 	nibM := shuffleMask(2*gir.QK, func(i int) int {
 		if i < gir.QK {
 			return 2 + i%half
@@ -281,7 +281,7 @@ func (g *gen) qPairStep(rows []value.Value, xq, xd, xc, b value.Value, acc []val
 	})
 	oneM := shuffleMask(2*gir.QK, func(i int) int { return i/gir.QK*int(bb) + 2 + i%half })
 	widenM := shuffleMask(gir.QK, func(i int) int { return i % half })
-	maskV := constant.NewVector(vecT(2*gir.QK, tI8), masks...)
+	maskV := nibbleMask(2 * gir.QK)
 	scaleM := shuffleMask(lanes, func(i int) int { return i / 8 * int(bb) / 2 }) // word index of block i/8's d
 	boff := g.mulc(b, bb)
 	next := make([]value.Value, len(acc))

@@ -80,8 +80,12 @@ func (c Conversion) String() string {
 		s = "layers " + c.Layers.String() + ", "
 	}
 	s += "embedding " + c.embed().String()
-	if c.Layers == ir.Q4_0 || c.embed() == ir.Q4_0 {
-		s += map[bool]string{false: " (searched q4_0 scales)", true: " (llama.cpp's q4_0 rounding)"}[c.LlamaRounding]
+	switch {
+	case c.Layers != ir.Q4_0 && c.embed() != ir.Q4_0:
+	case c.LlamaRounding:
+		s += " (llama.cpp's q4_0 rounding)"
+	default:
+		s += " (searched q4_0 scales)"
 	}
 	return s
 }
