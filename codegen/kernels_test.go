@@ -525,6 +525,12 @@ func allCases() []kcase {
 		gegluCase(16, 1200, 9, B, 13),
 		matmulCase(64, 2304, 9, F, 62, 0),
 		matmulCase(7, 9216, 5, B, 7, 30),
+		// Rows a multiple of 2 KiB apart, packed before the tile reads
+		// them (rowsShareL1Sets): one K block and several, column tails.
+		matmulCase(64, 2048, 9, F, 61, 0),
+		matmulCase(16, 2048, 7, B, 13, 30),
+		matmulCase(12, 512, 7, F, 11, 0),
+		gegluCase(24, 1024, 5, F, 23),
 		rmsnormCase(5, 64, 4),
 		rmsnormCase(1, 100, 1),
 		rmsnormCase(3, 2304, 3),

@@ -308,17 +308,34 @@ func (g *gen) qScaledWeights(dt gir.DType, p, boff, d value.Value) []value.Value
 	return ws
 }
 
-// packWeights dequantises weights [k0, k0+klen) of a prefill column tile —
-// rows j..j+nc of each matrix in ws, stored as dt — into the f32 rows wr
-// (klen floats each), with qScaledWeights' single rounding of q·d: the
-// values the f32 tile then reads are the dequantised weights exactly.
-// k0 and klen are whole blocks.
+// packWeights dequantises (or widens) weights [k0, k0+klen) of a prefill
+// column tile — rows j..j+nc of each matrix in ws, stored as dt — into the
+// f32 rows wr (klen floats each), with qScaledWeights' single rounding of
+// q·d: the values the f32 tile then reads are the dequantised weights
+// exactly. k0 and klen are whole blocks.
 func (g *gen) packWeights(dt gir.DType, ws []value.Value, K int, j value.Value, nc int, k0 value.Value, klen int, wr [][]value.Value) {
 	L := g.L()
+	if !dt.IsQuantized() {
+		// Float rows are packed only when their stride is a multiple of
+		// 2 KiB (rowsShareL1Sets): K is then a multiple of 512 elements,
+		// so the last K block, like the others, is whole vectors.
+		if klen%L != 0 {
+			panic(fmt.Sprintf("codegen: packing a K block of %d %v weights, not whole %d-lane vectors", klen, dt, L))
+		}
+		for m := range ws {
+			for c := 0; c < nc; c++ {
+				row := g.gep(elemType(dt), ws[m], g.add(g.mulc(g.addc(j, int64(c)), int64(K)), k0))
+				g.forRange(ci64(0), ci64(int64(klen)), int64(L), func(k value.Value) {
+					g.storeVec(g.loadVec(dt, L, row, k, nil), wr[m][c], k, nil)
+				})
+			}
+		}
+		return
+	}
 	bb := int64(dt.BlockBytes())
 	for m := range ws {
 		for c := 0; c < nc; c++ {
-			row := g.qRowAt(dt, ws[m], K, g.addc(j, int64(c)), k0)
+			row := g.rowBytesAt(dt, ws[m], K, g.addc(j, int64(c)), k0)
 			g.forRange(ci64(0), ci64(int64(klen/gir.QK)), 1, func(b value.Value) {
 				boff := g.mulc(b, bb)
 				d := g.loadHalfSplatAt(row, boff, L)
@@ -330,14 +347,14 @@ func (g *gen) packWeights(dt gir.DType, ws []value.Value, K int, j value.Value, 
 	}
 }
 
-// prefetchQuantRows prefetches weights [k0, k0+klen) of rows j..j+nc of
+// prefetchTileRows prefetches weights [k0, k0+klen) of rows j..j+nc of
 // each matrix in ws, stored as dt (one prefetch per cache line; past the
 // last row they are hints that do nothing).
-func (g *gen) prefetchQuantRows(dt gir.DType, ws []value.Value, K int, j value.Value, nc int, k0 value.Value, klen int) {
+func (g *gen) prefetchTileRows(dt gir.DType, ws []value.Value, K int, j value.Value, nc int, k0 value.Value, klen int) {
 	span := int64(dt.BytesFor(klen))
 	for _, w := range ws {
 		for c := 0; c < nc; c++ {
-			row := g.qRowAt(dt, w, K, g.addc(j, int64(c)), k0)
+			row := g.rowBytesAt(dt, w, K, g.addc(j, int64(c)), k0)
 			for o := int64(0); o < span; o += 64 {
 				g.prefetch(tI8, row, ci64(o))
 			}
@@ -345,10 +362,14 @@ func (g *gen) prefetchQuantRows(dt gir.DType, ws []value.Value, K int, j value.V
 	}
 }
 
-// qRowAt points at the block holding element k0 (a whole number of blocks)
-// of row `row` of w, a matrix of K-element rows stored as dt.
-func (g *gen) qRowAt(dt gir.DType, w value.Value, K int, row, k0 value.Value) value.Value {
-	blocks := g.b.NewUDiv(k0, ci64(gir.QK))
+// rowBytesAt is a byte pointer to the block holding element k0 (a whole
+// number of blocks; any element for float dtypes) of row `row` of w, a
+// matrix of K-element rows stored as dt.
+func (g *gen) rowBytesAt(dt gir.DType, w value.Value, K int, row, k0 value.Value) value.Value {
+	blocks := g.b.NewUDiv(k0, ci64(int64(dt.BlockSize())))
+	if !dt.IsQuantized() {
+		w = g.b.NewBitCast(w, ptrT(tI8))
+	}
 	return g.gep(tI8, w, g.add(g.mulc(row, int64(dt.BytesFor(K))), g.mulc(blocks, int64(dt.BlockBytes()))))
 }
 
