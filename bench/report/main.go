@@ -2,7 +2,7 @@
 // and writes the results as JSON, a markdown table and an SVG chart.
 //
 //	go run ./bench/report --gemmac bin/gemmac --model NAME=DIR[:DTYPE] [--model ...] \
-//		[--prompt-tokens 128] [--gen-tokens 16] [--threads N] --out bench/results
+//		[--prompt-tokens 128] [--gen-tokens 16] [--prefill-runs 3] [--threads N] --out bench/results
 //
 // It writes OUT/results.json (every raw result, with the machine and the
 // command line), OUT/results.md (one table row per model and engine) and
@@ -76,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench/report --gemmac bin/gemmac --model NAME=DIR [--model NAME=DIR ...] [--prompt-tokens 128] [--gen-tokens 16] [--threads N] --out bench/results")
+		fmt.Fprintln(stderr, "usage: go run ./bench/report --gemmac bin/gemmac --model NAME=DIR [--model NAME=DIR ...] [--prompt-tokens 128] [--gen-tokens 16] [--prefill-runs 3] [--threads N] --out bench/results")
 		fs.PrintDefaults()
 	}
 	var models modelFlag
@@ -84,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&models, "model", "NAME=DIR of a model to benchmark, or NAME=DIR:DTYPE (f32, bf16, q8_0, q4_0) to convert its weights at load; repeat for more models")
 	promptTokens := fs.Int("prompt-tokens", 128, "tokens in the prompt (one prefill)")
 	genTokens := fs.Int("gen-tokens", 16, "tokens to decode after it")
+	prefillRuns := fs.Int("prefill-runs", 3, "prefills of the compiled engine, the median reported (gemmac bench --prefill-runs; the interpreter prefills once)")
 	threads := fs.Int("threads", 0, "CPU threads to pass to gemmac (default: gemmac's own, one per CPU)")
 	out := fs.String("out", "bench/results", "folder to write results.json, results.md and chart.svg to")
 	if err := fs.Parse(args); err != nil {
@@ -102,8 +103,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return usage("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	case len(models) == 0:
 		return usage("give at least one --model NAME=DIR")
-	case *promptTokens < 1 || *genTokens < 1:
-		return usage("--prompt-tokens and --gen-tokens must be positive")
+	case *promptTokens < 1 || *genTokens < 1 || *prefillRuns < 1:
+		return usage("--prompt-tokens, --gen-tokens and --prefill-runs must be positive")
 	case *threads < 0:
 		return usage("--threads must not be negative")
 	case *out == "":
@@ -130,12 +131,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Command:      commandLine(args),
 		PromptTokens: *promptTokens,
 		GenTokens:    *genTokens,
+		PrefillRuns:  *prefillRuns,
 		Machine:      machineInfo(),
 	}
 	for _, m := range models {
 		cmdArgs := []string{"bench", "--model", m.Dir,
 			"--prompt-tokens", strconv.Itoa(*promptTokens),
 			"--gen-tokens", strconv.Itoa(*genTokens),
+			"--prefill-runs", strconv.Itoa(*prefillRuns),
 			"--json", "--compare"}
 		if m.DType != "" {
 			cmdArgs = append(cmdArgs, "--dtype", m.DType)

@@ -121,6 +121,7 @@ func TestRowsAndMarkdown(t *testing.T) {
 		"read 50.0 GB/s, FMA 100 GFLOP/s",
 		rep.Command,
 		"bin/gemmac bench",
+		"Each engine prefilled the prompt once.",
 	} {
 		if !strings.Contains(md, s) {
 			t.Errorf("markdown lacks %q:\n%s", s, md)
@@ -312,8 +313,11 @@ func TestRunEndToEnd(t *testing.T) {
 	if got.Machine.Threads != 3 || len(got.Models) != 2 || got.Models[1].Name != "b" || len(got.Models[0].Results) != 2 {
 		t.Errorf("results.json: %s", b)
 	}
-	if cmd := strings.Join(got.Models[0].Command, " "); !strings.HasSuffix(cmd, "--json --compare --threads 3") {
+	if cmd := strings.Join(got.Models[0].Command, " "); !strings.HasSuffix(cmd, "--prefill-runs 3 --json --compare --threads 3") {
 		t.Errorf("gemmac command %q", cmd)
+	}
+	if md, err := os.ReadFile(filepath.Join(out, "results.md")); err != nil || !strings.Contains(string(md), "prefilled the prompt 3 times and shows the median run") {
+		t.Errorf("results.md does not say how the prefill was measured (%v):\n%s", err, md)
 	}
 
 	// A failing gemmac: its command and stderr are shown, exit status 1.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/gemmac/gemmac/bench/roofline"
@@ -18,7 +20,7 @@ import (
 func benchCommand() Command {
 	return Command{
 		Name:    "bench",
-		Usage:   "--model DIR [--interp] --prompt-tokens P --gen-tokens G [--streams N] [--json]",
+		Usage:   "--model DIR [--interp] --prompt-tokens P --gen-tokens G [--prefill-runs N] [--streams N] [--json]",
 		Summary: "measure prefill and decode tokens/s",
 		Run:     runBench,
 	}
@@ -47,6 +49,11 @@ type BenchResult struct {
 	// and the LM head once (prefill only needs the last token's logits).
 	PrefillFLOPs float64 `json:"prefill_flops"`
 	PrefillGFLOP float64 `json:"prefill_gflop_s"`
+	// PrefillRuns is how many times the prompt was prefilled (the session
+	// reset in between); the prefill figures are the median run's, and
+	// PrefillRunsTokS lists every run in order.
+	PrefillRuns     int       `json:"prefill_runs"`
+	PrefillRunsTokS []float64 `json:"prefill_tok_s_runs"`
 
 	// DecodeStepTokS is the median over the decode steps of 1/step time.
 	DecodeStepTokS float64 `json:"decode_step_tok_s"`
@@ -59,8 +66,10 @@ type BenchResult struct {
 	// fastest. The decode fraction
 	// is the median step against the median sample, both taken over the
 	// same seconds, so a neighbour that takes bandwidth for a while moves
-	// both sides. FMAGFLOP is the best of FMA runs just before and after
-	// the prefill.
+	// both sides. FMAGFLOP is the best of the FMA runs before the first
+	// prefill and after each. PrefillPeakFraction is the median over the
+	// prefill runs of each against the best FMA run just before or after
+	// it.
 	ReadGBs                float64 `json:"read_gb_s,omitempty"`
 	ReadGBsBest            float64 `json:"read_gb_s_best,omitempty"`
 	ReadPasses             int     `json:"read_passes,omitempty"`
@@ -84,6 +93,7 @@ func runBench(env *Env, args []string) error {
 	var mf modelFlags
 	mf.register(fs)
 	promptTokens := fs.Int("prompt-tokens", 128, "tokens in the prompt (one prefill)")
+	prefillRuns := fs.Int("prefill-runs", 1, "prefill the prompt this many times (the session reset in between) and report the median run; --compare's interpreter prefills once")
 	genTokens := fs.Int("gen-tokens", 32, "tokens to decode after it")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	profile := fs.Bool("profile", false, "print the time spent in each compiled kernel")
@@ -93,8 +103,8 @@ func runBench(env *Env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *promptTokens < 1 || *genTokens < 1 {
-		return usageError("--prompt-tokens and --gen-tokens must be positive")
+	if *promptTokens < 1 || *genTokens < 1 || *prefillRuns < 1 {
+		return usageError("--prompt-tokens, --gen-tokens and --prefill-runs must be positive")
 	}
 	if *streams == 1 || *streams < 0 {
 		return usageError("--streams must be 2 or more")
@@ -113,7 +123,8 @@ func runBench(env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	closeModel := sync.OnceValue(m.Close)
+	defer closeModel()
 	profiled, _ := m.Engine.(interface {
 		EnableProfile()
 		Profile() []cpu.KernelTime
@@ -135,7 +146,7 @@ func runBench(env *Env, args []string) error {
 		}
 		defer probe.Close()
 	}
-	r, err := Bench(m, *promptTokens, *genTokens, probe)
+	r, err := Bench(m, *promptTokens, *genTokens, *prefillRuns, probe)
 	if err != nil {
 		return err
 	}
@@ -155,12 +166,18 @@ func runBench(env *Env, args []string) error {
 			return usageError("--compare runs the interpreter itself; drop --interp")
 		}
 		mf.interp = true
+		// The compiled engine's staged weights go first: the interpreter
+		// maps the checkpoint again, and both at once need twice the
+		// model's memory.
+		if err := closeModel(); err != nil {
+			return err
+		}
 		im, err := mf.load(fs, env)
 		if err != nil {
 			return err
 		}
 		defer im.Close()
-		ir, err := Bench(im, *promptTokens, *genTokens, probe)
+		ir, err := Bench(im, *promptTokens, *genTokens, 1, probe)
 		if err != nil {
 			return err
 		}
@@ -181,6 +198,9 @@ func runBench(env *Env, args []string) error {
 	for _, r := range results {
 		fmt.Fprintf(env.Stdout, "%-24s %d threads: prefill %d tokens %8.1f tok/s, decode %d tokens %8.2f tok/s (median step %.2f; %.1f MB of weights per token)\n",
 			r.Engine, r.Threads, r.PromptTokens, r.PrefillTokS, r.GenTokens, r.DecodeTokS, r.DecodeStepTokS, float64(r.WeightBytesPerToken)/1e6)
+		if r.PrefillRuns > 1 {
+			fmt.Fprintf(env.Stdout, "%24s prefill: median of %d runs (%s tok/s)\n", "", r.PrefillRuns, joinFloats(r.PrefillRunsTokS, "%.1f"))
+		}
 		if r.ResidentBytes > 0 {
 			fmt.Fprintf(env.Stdout, "%24s resident set %.2f GiB (peak %.2f GiB), KV cache %.2f GiB\n",
 				"", gib(r.ResidentBytes), gib(r.PeakResidentBytes), gib(r.KVCacheBytes))
@@ -210,13 +230,14 @@ func runBench(env *Env, args []string) error {
 	return nil
 }
 
-// Bench times one prefill of promptTokens random tokens and genTokens
-// decode steps after it, on a fresh session. With a probe it also samples
-// the machine's ceilings in the same run: FMA runs just before and after
-// the prefill, and a bandwidth sample after every sampleEvery decode steps
-// (untimed). The resident set is read after the first decode step, before
-// the probe's buffer exists.
-func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (*BenchResult, error) {
+// Bench times prefillRuns prefills of promptTokens random tokens (resetting
+// the session in between) and genTokens decode steps after the last, on a
+// fresh session. With a probe it also samples the machine's ceilings in the
+// same run: FMA runs before the first prefill and after each, and a
+// bandwidth sample after every sampleEvery decode steps (untimed). The
+// resident set is read after the first decode step, before the probe's
+// buffer exists.
+func Bench(m *model.Model, promptTokens, genTokens, prefillRuns int, probe *roofline.Probe) (*BenchResult, error) {
 	if promptTokens+genTokens > m.Engine.Context() {
 		return nil, &model.ContextError{Tokens: promptTokens + genTokens, Context: m.Engine.Context()}
 	}
@@ -229,15 +250,16 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 	for i := range prompt {
 		prompt[i] = 3 + rng.IntN(m.Config.VocabSize-3)
 	}
-	var fma float64
-	fmaRuns := func() {
+	// fmaRuns is the best of three FMA runs, 0 without a probe.
+	fmaRuns := func() (best float64) {
 		if probe == nil {
-			return
+			return 0
 		}
 		time.Sleep(2 * cpu.IdleSpin) // until the engine's threads stop polling
 		for i := 0; i < 3; i++ {
-			fma = max(fma, probe.FMA())
+			best = max(best, probe.FMA())
 		}
+		return best
 	}
 	// With a probe, the decode steps run in blocks of sampleEvery with a
 	// bandwidth sample between blocks. The engine's threads sleep during a
@@ -253,17 +275,32 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 	for i := range feed {
 		feed[i] = 3 + rng.IntN(m.Config.VocabSize-3)
 	}
-	fmaRuns()
-	start := time.Now()
-	if _, err := sess.Prefill(prompt); err != nil {
-		return nil, err
+	cfg := m.Config
+	embed := int64(cfg.VocabSize) * int64(cfg.HiddenSize)
+	flops := 2*float64(cfg.ParamCount()-embed)*float64(promptTokens) + 2*float64(embed)
+	fmaBefore := fmaRuns()
+	fma := fmaBefore
+	var runsTokS, runsPeak []float64
+	for len(runsTokS) < prefillRuns {
+		sess.Reset()
+		start := time.Now()
+		if _, err := sess.Prefill(prompt); err != nil {
+			return nil, err
+		}
+		d := time.Since(start)
+		fmaAfter := fmaRuns()
+		runsTokS = append(runsTokS, float64(promptTokens)/d.Seconds())
+		if peak := max(fmaBefore, fmaAfter); peak > 0 {
+			runsPeak = append(runsPeak, flops/d.Seconds()/1e9/peak)
+		}
+		fma, fmaBefore = max(fma, fmaAfter), fmaAfter
 	}
-	prefill := time.Since(start)
-	fmaRuns()
+	prefillTokS := median(runsTokS)
 	var decode time.Duration
 	var rss, peak int64
 	var steps, reads []float64
 	var after []float64 // per step: the bandwidth sample after its block
+	var start time.Time
 	sample := func() error {
 		time.Sleep(2 * cpu.IdleSpin) // until the engine's threads stop polling
 		gbs, err := probe.ReadSample()
@@ -304,20 +341,19 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 			return nil, err
 		}
 	}
-	cfg := m.Config
-	embed := int64(cfg.VocabSize) * int64(cfg.HiddenSize)
-	flops := 2*float64(cfg.ParamCount()-embed)*float64(promptTokens) + 2*float64(embed)
 	r := &BenchResult{
 		PrefillFLOPs:        flops,
-		PrefillGFLOP:        flops / prefill.Seconds() / 1e9,
+		PrefillGFLOP:        flops * prefillTokS / float64(promptTokens) / 1e9,
+		PrefillRuns:         prefillRuns,
+		PrefillRunsTokS:     runsTokS,
 		KVBytesPerToken:     kvBytesPerStep(cfg, kvElemBytes(m.Engine), promptTokens, genTokens),
 		Engine:              m.Engine.Name(),
 		Threads:             m.Engine.Threads(),
 		PromptTokens:        promptTokens,
 		GenTokens:           genTokens,
-		PrefillSeconds:      prefill.Seconds(),
+		PrefillSeconds:      float64(promptTokens) / prefillTokS,
 		DecodeSeconds:       decode.Seconds(),
-		PrefillTokS:         float64(promptTokens) / prefill.Seconds(),
+		PrefillTokS:         prefillTokS,
 		DecodeTokS:          float64(genTokens) / decode.Seconds(),
 		DecodeStepTokS:      median(steps),
 		WeightBytesPerToken: m.WeightBytesPerToken(),
@@ -332,7 +368,7 @@ func Bench(m *model.Model, promptTokens, genTokens int, probe *roofline.Probe) (
 		r.DecodeRooflineTokS = r.ReadGBs * 1e9 / float64(perToken)
 		r.DecodeRooflineFraction = r.DecodeStepTokS / r.DecodeRooflineTokS
 		r.DecodeRooflinePaired = pairedFraction(steps, after, perToken)
-		r.PrefillPeakFraction = r.PrefillGFLOP / fma
+		r.PrefillPeakFraction = median(runsPeak)
 	}
 	return r, nil
 }
@@ -358,6 +394,15 @@ func warmSteps(genTokens int) int { return (genTokens+sampleEvery-1)/sampleEvery
 
 // median of a non-empty sample (the mean of the middle two for an even
 // count).
+// joinFloats formats each of v with format, comma-separated.
+func joinFloats(v []float64, format string) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(parts, ", ")
+}
+
 func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)

@@ -207,6 +207,7 @@ func TestUserErrors(t *testing.T) {
 		{"unknown flag", []string{"bench", "--model", tiny, "--wat"}, 2, "wat"},
 		{"bad preset", []string{"gen-random", "--preset", "7b", "-o", "x"}, 2, "7b"},
 		{"bad sampling", []string{"run", "--model", tiny, "--prompt", "x", "--top-p", "2"}, 2, "TopP is 2"},
+		{"zero prefill runs", []string{"bench", "--model", tiny, "--interp", "--prefill-runs", "0"}, 2, "--prefill-runs must be positive"},
 		{"zero chunk", []string{"build", "--model", tiny, "--chunk", "0", "-o", filepath.Join(t.TempDir(), "bin")}, 2, "--chunk must be positive"},
 		{"weights without a binary", []string{"logits", "--model", tiny, "--tokens", "2", "--weights", "x.weights"}, 2, "--weights"},
 		{"package name", []string{"build", "--model", tiny, "--emit-package", filepath.Join(t.TempDir(), "my-model")}, 2, `"my-model" is not a Go identifier`},
@@ -240,7 +241,7 @@ func TestPairedFraction(t *testing.T) {
 
 func TestBenchJSON(t *testing.T) {
 	code, stdout, stderr := run(t, "", "bench", "--model", filepath.Join(testdata, "models/tiny"), "--interp",
-		"--prompt-tokens", "20", "--gen-tokens", "5", "--json")
+		"--prompt-tokens", "20", "--gen-tokens", "5", "--prefill-runs", "3", "--json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -249,10 +250,27 @@ func TestBenchJSON(t *testing.T) {
 		t.Fatalf("%v: %s", err, stdout)
 	}
 	for _, k := range []string{"prefill_tok_s", "decode_tok_s", "threads", "weight_bytes_per_token",
-		"decode_step_tok_s", "read_gb_s", "fma_gflop_s", "decode_roofline_fraction", "decode_roofline_fraction_paired"} {
+		"decode_step_tok_s", "read_gb_s", "fma_gflop_s", "decode_roofline_fraction", "decode_roofline_fraction_paired",
+		"prefill_peak_fraction"} {
 		if v, _ := r[k].(float64); v <= 0 {
 			t.Errorf("%s = %v, want a positive number", k, r[k])
 		}
+	}
+	// Three prefills; the figure is the median run.
+	var runs []float64
+	if v, ok := r["prefill_tok_s_runs"].([]any); ok {
+		for _, x := range v {
+			runs = append(runs, x.(float64))
+		}
+	}
+	if r["prefill_runs"] != 3.0 || len(runs) != 3 {
+		t.Fatalf("prefill_runs = %v, prefill_tok_s_runs = %v: want 3 runs", r["prefill_runs"], r["prefill_tok_s_runs"])
+	}
+	if got, want := r["prefill_tok_s"], median(runs); got != want {
+		t.Errorf("prefill_tok_s = %v, want the median of %v (%v)", got, runs, want)
+	}
+	if got, want := r["prefill_s"].(float64), 20/median(runs); math.Abs(got-want) > 1e-9*want {
+		t.Errorf("prefill_s = %v, want %v", got, want)
 	}
 	// One bandwidth sample after every two decode steps; the median is not
 	// above the best.
