@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/gemmac/gemmac/frontend/mmap"
 	"github.com/gemmac/gemmac/ir"
 )
 
@@ -280,9 +281,16 @@ func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Te
 					return
 				}
 				if to, ok := c.Target(ckpt.Config, s.Name); ok {
+					src := t.Data
 					var err error
 					if t, err = ConvertTensor(t, to, c.LlamaRounding); err != nil {
 						err = fmt.Errorf("tensor %s: %w", s.Name, err)
+					}
+					if !ckpt.InMemory {
+						// The stored tensor has been read: its pages
+						// need not stay in the resident set beside the
+						// converted copy.
+						mmap.Release(src)
 					}
 					results[i] <- result{t, err}
 					return

@@ -3,9 +3,12 @@ package frontend
 import (
 	"bytes"
 	"math"
+	"os"
 	"path/filepath"
 	"testing"
+	"unsafe"
 
+	"github.com/gemmac/gemmac/frontend/mmap"
 	"github.com/gemmac/gemmac/ir"
 )
 
@@ -199,5 +202,52 @@ func TestFingerprint(t *testing.T) {
 	c, _ := Fingerprint(&other, map[string]ir.DType{EmbedName: ir.F32})
 	if a == b || a == c || len(a) != 64 {
 		t.Errorf("fingerprints %s, %s, %s: want distinct sha256 digests", a, b, c)
+	}
+}
+
+// touched keeps the reads that fault a mapping's pages in.
+var touched byte
+
+// TestConvertReleasesStored: converting a mapped checkpoint drops each
+// converted tensor's stored pages from the resident set (they stay in the
+// page cache), so a converted model does not hold the stored one beside it.
+func TestConvertReleasesStored(t *testing.T) {
+	ckpt, err := Open(filepath.Join(testdata, "models", "tiny"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ckpt.Close()
+	conv := Conversion{Layers: ir.Q8_0}
+	var mapped []byte    // any tensor: the mapping holds them all
+	var releasable int64 // whole pages inside the tensors conversion replaces
+	page := int64(os.Getpagesize())
+	dts := conv.DTypes(ckpt)
+	for name, w := range ckpt.Weights {
+		for _, b := range w.Data { // fault every page in
+			touched += b
+		}
+		mapped = w.Data
+		if dts[name] != w.DType {
+			start := int64(uintptr(unsafe.Pointer(&w.Data[0])))
+			first, end := (start+page-1)/page*page, (start+int64(len(w.Data)))/page*page
+			releasable += max(0, end-first)
+		}
+	}
+	before, err := mmap.Resident(mapped)
+	if err != nil {
+		t.Skip(err)
+	}
+	if releasable < before/2 {
+		t.Fatalf("only %d of %d resident bytes are in converted tensors: the test shows nothing", releasable, before)
+	}
+	if _, err := Convert(ckpt, conv); err != nil {
+		t.Fatal(err)
+	}
+	after, err := mmap.Resident(mapped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after > before-releasable {
+		t.Errorf("resident %d bytes before converting, %d after; want at most %d (the converted tensors' %d released)", before, after, before-releasable, releasable)
 	}
 }

@@ -3,9 +3,13 @@
 package mmap
 
 import (
+	"bufio"
 	"fmt"
 	"math"
 	"os"
+	"strconv"
+	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,3 +52,57 @@ func ReadOnly(path string, short int64) (data []byte, mapped bool, err error) {
 
 // Unmap releases a mapping from ReadOnly.
 func Unmap(data []byte) error { return unix.Munmap(data) }
+
+// Release drops the whole pages of b, a slice of a mapping from ReadOnly,
+// from the process's resident set once their data has been copied or
+// converted elsewhere. They stay in the page cache and fault back in if read
+// again; b must not be heap memory, whose pages the kernel would zero.
+func Release(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	page := os.Getpagesize()
+	skip := (page - int(uintptr(unsafe.Pointer(&b[0]))%uintptr(page))) % page
+	if pages := (len(b) - skip) / page; pages > 0 {
+		unix.Madvise(b[skip:skip+pages*page], unix.MADV_DONTNEED)
+	}
+}
+
+// Resident is how many bytes of the mapping that holds b are in the
+// process's resident set, from /proc/self/smaps (Linux): what Release
+// drops, for checking that it did.
+func Resident(b []byte) (int64, error) {
+	if len(b) == 0 {
+		return 0, fmt.Errorf("mmap.Resident: empty slice")
+	}
+	addr := uint64(uintptr(unsafe.Pointer(&b[0])))
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		if lo, hi, ok := strings.Cut(fields[0], "-"); ok && !strings.HasSuffix(fields[0], ":") {
+			start, err1 := strconv.ParseUint(lo, 16, 64)
+			end, err2 := strconv.ParseUint(hi, 16, 64)
+			if err1 == nil && err2 == nil {
+				in = start <= addr && addr < end
+				continue
+			}
+		}
+		if in && fields[0] == "Rss:" && len(fields) >= 2 {
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("mmap.Resident: no mapping holds %#x", addr)
+}

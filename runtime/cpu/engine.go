@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/gemmac/gemmac/frontend"
+	"github.com/gemmac/gemmac/frontend/mmap"
 	"github.com/gemmac/gemmac/frontend/packed"
 	"github.com/gemmac/gemmac/ir"
 	"github.com/gemmac/gemmac/runtime/model"
@@ -157,7 +158,7 @@ func (e *Engine) bindWeights(ckpt *frontend.Checkpoint, stage bool) error {
 		}
 		e.copyParallel(r.mem, t.Data)
 		if !ckpt.InMemory {
-			releaseMapped(t.Data)
+			mmap.Release(t.Data)
 		}
 		e.owned = append(e.owned, r)
 		e.weights = append(e.weights, r.ptr(0))

@@ -58,13 +58,3 @@ func allocHuge(bytes int64) (*region, error) {
 	unix.Madvise(r.mem, unix.MADV_HUGEPAGE) // advisory: fine if refused
 	return r, nil
 }
-
-// releaseMapped drops the pages of a read-only file mapping from the
-// process's resident set once their data has been staged elsewhere; they
-// stay in the page cache and fault back in if read again.
-func releaseMapped(b []byte) {
-	skip := int((4096 - uintptr(unsafe.Pointer(&b[0]))%4096) % 4096)
-	if pages := (len(b) - skip) / 4096; pages > 0 {
-		unix.Madvise(b[skip:skip+pages*4096], unix.MADV_DONTNEED)
-	}
-}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 
 	"github.com/gemmac/gemmac/frontend"
@@ -141,6 +142,12 @@ func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
 	}
 	if m.Engine, err = newEngine(ckpt, opts); err != nil {
 		return nil, err
+	}
+	if !opts.Convert.IsZero() {
+		// A compiled engine has staged the converted weights: return the
+		// heap copy to the system now rather than whenever the scavenger
+		// gets to it (an engine that still reads them keeps them).
+		debug.FreeOSMemory()
 	}
 	return m, nil
 }
