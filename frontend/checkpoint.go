@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/gemmac/gemmac/frontend/gguf"
+	"github.com/gemmac/gemmac/frontend/mmap"
 	"github.com/gemmac/gemmac/frontend/safetensors"
 	"github.com/gemmac/gemmac/ir"
 	"github.com/gemmac/gemmac/runtime/tokenizer"
@@ -30,16 +31,23 @@ type Checkpoint struct {
 	// Notes record what opening decided rather than read (defaults taken,
 	// conventions converted), for gemmac inspect.
 	Notes []string
-	// InMemory is set when the weights were converted into the heap
-	// (Convert) rather than mapped from files.
+	// InMemory is set when the weights were converted (Convert) into
+	// anonymous memory the checkpoint owns, in huge pages where the system
+	// grants them, rather than mapped from files: engines may read them in
+	// place.
 	InMemory bool
 	files    *safetensors.Checkpoint
 	gguf     *gguf.File
+	owned    [][]byte // InMemory: the tensors' memory (mmap.Anon)
 }
 
 // Close unmaps the weights; tensors taken from the checkpoint die with it.
 func (c *Checkpoint) Close() error {
 	var errs []error
+	for _, b := range c.owned {
+		errs = append(errs, mmap.Unmap(b))
+	}
+	c.owned = nil
 	if c.files != nil {
 		errs = append(errs, c.files.Close())
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"runtime/debug"
 	"sync"
 
 	"github.com/gemmac/gemmac/frontend/mmap"
@@ -315,20 +316,37 @@ func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Te
 }
 
 // Convert returns a checkpoint with ckpt's config and side data whose
-// weights are converted by c and held in memory (the interpreter and the
-// JIT engine run it as they run a stored one). It shares ckpt's memory map
-// for the tensors it keeps, so ckpt must stay open while it is used.
+// weights are converted by c (the interpreter and the JIT engine run it as
+// they run a stored one). Every tensor, converted or kept, is copied into
+// anonymous memory the new checkpoint owns (mmap.Anon: huge pages, which
+// the compiled engine reads in place instead of staging a second copy);
+// its Close frees them, and ckpt may be closed first. The stored tensors'
+// pages leave the resident set as they are copied.
 func Convert(ckpt *Checkpoint, c Conversion) (*Checkpoint, error) {
 	out := *ckpt
-	out.files, out.gguf, out.InMemory = nil, nil, true
+	out.files, out.gguf, out.InMemory, out.owned = nil, nil, true, nil
 	out.Weights = make(map[string]ir.Tensor, len(ckpt.Weights))
 	err := c.ConvertEach(ckpt, func(name string, t ir.Tensor) error {
+		mem, err := mmap.Anon(len(t.Data))
+		if err != nil {
+			return fmt.Errorf("tensor %s: %w", name, err)
+		}
+		out.owned = append(out.owned, mem)
+		copy(mem, t.Data)
+		if stored := ckpt.Weights[name].Data; !ckpt.InMemory && len(stored) > 0 && &stored[0] == &t.Data[0] {
+			mmap.Release(stored) // kept as stored: copied now
+		}
+		t.Data = mem
 		out.Weights[name] = t
 		return nil
 	})
 	if err != nil {
+		out.Close()
 		return nil, err
 	}
+	// The converted tensors passed through the heap a few at a time: give
+	// that memory back now rather than whenever the scavenger gets to it.
+	debug.FreeOSMemory()
 	out.Notes = append(append([]string(nil), ckpt.Notes...), "weights converted: "+c.String())
 	return &out, nil
 }

@@ -205,49 +205,70 @@ func TestFingerprint(t *testing.T) {
 	}
 }
 
-// touched keeps the reads that fault a mapping's pages in.
-var touched byte
+// TestConvertOwnsItsCopy: Convert copies every tensor, converted or kept as
+// stored, into memory of its own, so the converted checkpoint outlives the
+// stored one, and drops the stored pages from the resident set as it goes
+// (they stay in the page cache): a converted model does not hold the
+// stored one beside it. One conversion changes most of tiny's bytes, the
+// other keeps most as stored.
+func TestConvertOwnsItsCopy(t *testing.T) {
+	for _, conv := range []Conversion{{Layers: ir.Q8_0, Embed: ir.F32}, {Embed: ir.Q8_0}} {
+		t.Run(conv.String(), func(t *testing.T) { checkConvertOwnsItsCopy(t, conv) })
+	}
+}
 
-// TestConvertReleasesStored: converting a mapped checkpoint drops each
-// converted tensor's stored pages from the resident set (they stay in the
-// page cache), so a converted model does not hold the stored one beside it.
-func TestConvertReleasesStored(t *testing.T) {
+func checkConvertOwnsItsCopy(t *testing.T, conv Conversion) {
 	ckpt, err := Open(filepath.Join(testdata, "models", "tiny"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ckpt.Close()
-	conv := Conversion{Layers: ir.Q8_0}
+	want := map[string][]byte{}
 	var mapped []byte    // any tensor: the mapping holds them all
-	var releasable int64 // whole pages inside the tensors conversion replaces
+	var releasable int64 // the whole pages inside tensors
 	page := int64(os.Getpagesize())
 	dts := conv.DTypes(ckpt)
 	for name, w := range ckpt.Weights {
-		for _, b := range w.Data { // fault every page in
-			touched += b
+		c, err := ConvertTensor(w, dts[name], false) // reads every page
+		if err != nil {
+			t.Fatal(err)
 		}
+		want[name] = bytes.Clone(c.Data)
 		mapped = w.Data
-		if dts[name] != w.DType {
-			start := int64(uintptr(unsafe.Pointer(&w.Data[0])))
-			first, end := (start+page-1)/page*page, (start+int64(len(w.Data)))/page*page
-			releasable += max(0, end-first)
-		}
+		start := int64(uintptr(unsafe.Pointer(&w.Data[0])))
+		first, end := (start+page-1)/page*page, (start+int64(len(w.Data)))/page*page
+		releasable += max(0, end-first)
 	}
 	before, err := mmap.Resident(mapped)
 	if err != nil {
 		t.Skip(err)
 	}
 	if releasable < before/2 {
-		t.Fatalf("only %d of %d resident bytes are in converted tensors: the test shows nothing", releasable, before)
+		t.Fatalf("only %d of %d resident bytes are in tensors: the test shows nothing", releasable, before)
 	}
-	if _, err := Convert(ckpt, conv); err != nil {
+	got, err := Convert(ckpt, conv)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer got.Close()
 	after, err := mmap.Resident(mapped)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after > before-releasable {
-		t.Errorf("resident %d bytes before converting, %d after; want at most %d (the converted tensors' %d released)", before, after, before-releasable, releasable)
+	// Reading one tensor maps its neighbours' cached pages back in too
+	// (the kernel's fault-around, 64 KiB), which on a model this small is
+	// some of the released pages: require three quarters gone.
+	if most := before - releasable*3/4; after > most {
+		t.Errorf("resident %d bytes before converting, %d after; want at most %d (three quarters of the tensors' %d released)", before, after, most, releasable)
+	}
+	// Reading a tensor that still lay in the stored mapping would fault.
+	if err := ckpt.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for name, w := range want {
+		g := got.Weights[name]
+		if g.DType != dts[name] || !bytes.Equal(g.Data, w) {
+			t.Errorf("%s: %v, %d bytes, differs from ConvertTensor's %v", name, g.DType, len(g.Data), dts[name])
+		}
 	}
 }

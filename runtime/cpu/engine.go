@@ -148,7 +148,9 @@ func (e *Engine) bindWeights(ckpt *frontend.Checkpoint, stage bool) error {
 		if len(t.Data) == 0 {
 			return fmt.Errorf("tensor %s is empty", w.Name)
 		}
-		if !stage {
+		// A converted checkpoint's tensors are in huge pages already
+		// (frontend.Convert): read them where they are.
+		if !stage || ckpt.InMemory {
 			e.weights = append(e.weights, unsafe.Pointer(&t.Data[0]))
 			continue
 		}
@@ -157,9 +159,7 @@ func (e *Engine) bindWeights(ckpt *frontend.Checkpoint, stage bool) error {
 			return err
 		}
 		e.copyParallel(r.mem, t.Data)
-		if !ckpt.InMemory {
-			mmap.Release(t.Data)
-		}
+		mmap.Release(t.Data)
 		e.owned = append(e.owned, r)
 		e.weights = append(e.weights, r.ptr(0))
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/gemmac/gemmac/frontend/mmap"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,14 +48,11 @@ func (r *region) touch() {
 	}
 }
 
-// allocHuge is allocRegion asking for transparent huge pages: weights read
-// through 2 MiB pages stream at full memory bandwidth, through 4 KiB pages
-// the TLB misses cost most of it.
+// allocHuge is allocRegion asking for transparent huge pages (mmap.Anon).
 func allocHuge(bytes int64) (*region, error) {
-	r, err := allocRegion(bytes)
+	mem, err := mmap.Anon(int(bytes))
 	if err != nil {
 		return nil, err
 	}
-	unix.Madvise(r.mem, unix.MADV_HUGEPAGE) // advisory: fine if refused
-	return r, nil
+	return &region{mem: mem}, nil
 }

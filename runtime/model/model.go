@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 
 	"github.com/gemmac/gemmac/frontend"
@@ -62,9 +61,11 @@ type Model struct {
 	EOS        []int // generation stops at any of these ids
 	Engine     Engine
 	checkpoint *frontend.Checkpoint
+	// converted holds the weights the engine runs when they were converted
+	// at load (Options.Convert); nil otherwise.
+	converted *frontend.Checkpoint
 	// weightBytes is what a decode step reads of the weights the engine was
-	// given (converted, if asked); the model keeps no reference to them, so
-	// converted copies are freed once a compiled engine has staged them.
+	// given (converted, if asked).
 	weightBytes int64
 }
 
@@ -123,11 +124,13 @@ func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
 	}
 
 	if !opts.Convert.IsZero() {
-		// The converted checkpoint shares ckpt's mappings for the tensors
-		// it keeps; m.checkpoint still closes them.
+		// The converted checkpoint owns its copy of every tensor, which
+		// the engine reads (the compiled one in place): it closes after
+		// the engine, before m.checkpoint.
 		if ckpt, err = frontend.Convert(ckpt, opts.Convert); err != nil {
 			return nil, err
 		}
+		m.converted = ckpt
 	}
 	m.weightBytes = weightBytesPerToken(cfg, ckpt.Weights)
 	newEngine := opts.Engine
@@ -141,13 +144,10 @@ func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
 		}
 	}
 	if m.Engine, err = newEngine(ckpt, opts); err != nil {
+		if m.converted != nil {
+			m.converted.Close()
+		}
 		return nil, err
-	}
-	if !opts.Convert.IsZero() {
-		// A compiled engine has staged the converted weights: return the
-		// heap copy to the system now rather than whenever the scavenger
-		// gets to it (an engine that still reads them keeps them).
-		debug.FreeOSMemory()
 	}
 	return m, nil
 }
@@ -183,7 +183,11 @@ func stopIDs(dir string, cfg *frontend.Config, tok *tokenizer.Tokenizer) ([]int,
 
 // Close releases the engine and unmaps the weights.
 func (m *Model) Close() error {
-	return errors.Join(m.Engine.Close(), m.checkpoint.Close())
+	errs := []error{m.Engine.Close()}
+	if m.converted != nil {
+		errs = append(errs, m.converted.Close())
+	}
+	return errors.Join(append(errs, m.checkpoint.Close())...)
 }
 
 // Checkpoint is the opened checkpoint the model runs.
