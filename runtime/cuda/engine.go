@@ -166,6 +166,10 @@ func (e *Engine) init(ckpt *frontend.Checkpoint) error {
 	return e.fillRoPE()
 }
 
+// CopiesWeights: the weights live in device memory once New returns
+// (model.WeightCopier).
+func (e *Engine) CopiesWeights() bool { return true }
+
 // fillRoPE computes the cos/sin table in float64, as the CPU engine does.
 func (e *Engine) fillRoPE() error {
 	art := e.c.Artifact

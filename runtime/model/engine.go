@@ -18,6 +18,15 @@ type Engine interface {
 	Close() error
 }
 
+// WeightCopier is an Engine that copies the weights into memory of its own
+// when it is created (a GPU's), so the checkpoint's tensors need not stay
+// in host memory for it: a model converted at load frees its converted
+// copy once such an engine exists.
+type WeightCopier interface {
+	Engine
+	CopiesWeights() bool
+}
+
 // State is one sequence's KV cache and the scratch space to run it.
 type State interface {
 	// Forward runs tokens at positions pos, pos+1, ... and writes them into

@@ -143,10 +143,12 @@ func load(dir string, ckpt *frontend.Checkpoint, opts Options) (*Model, error) {
 			return e, e.EnableBatch(o.Batch)
 		}
 	}
-	if m.Engine, err = newEngine(ckpt, opts); err != nil {
-		if m.converted != nil {
-			m.converted.Close()
-		}
+	m.Engine, err = newEngine(ckpt, opts)
+	if c, ok := m.Engine.(WeightCopier); m.converted != nil && (err != nil || ok && c.CopiesWeights()) {
+		m.converted.Close()
+		m.converted = nil
+	}
+	if err != nil {
 		return nil, err
 	}
 	return m, nil
