@@ -166,7 +166,7 @@ var batchAccumulators = 24
 // (rowsShareL1Sets) are packed the same way.
 func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
 	src := dt // the weights as stored
-	pack := R > 1 && !smallBatch(R) && (src.IsQuantized() || rowsShareL1Sets(int64(src.BytesFor(K))))
+	pack := src.IsQuantized() || R > maxBatchRows && rowsShareL1Sets(int64(src.BytesFor(K)))
 	if pack {
 		dt = gir.F32 // as the tiles read them, from the packed buffer
 	}
@@ -219,7 +219,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 			}
 		}
 	}
-	var packed value.Value // quantised weights: nw·nc rows of kb floats
+	var packed value.Value // packed weights: nw·nc rows of kb floats
 	if pack {
 		packed = g.stack(tF32, nw*nc*kb)
 	}

@@ -253,7 +253,9 @@ func f32Bytes(f []float32) []byte {
 // each tensor (converted or as stored) in WeightSpecs order. Tensors are
 // converted by all CPUs at once, and memory holds only the few in flight,
 // not the converted model: a window of two more tensors than CPUs, so the
-// CPUs go on with the next tensors while emit waits for a large one.
+// CPUs go on with the next tensors while emit waits for a large one. Once
+// emit has returned, the stored tensor's mapped pages leave the resident
+// set (they stay in the page cache): emit must copy what it keeps.
 func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Tensor) error) error {
 	specs := ckpt.Config.WeightSpecs()
 	type result struct {
@@ -282,16 +284,9 @@ func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Te
 					return
 				}
 				if to, ok := c.Target(ckpt.Config, s.Name); ok {
-					src := t.Data
 					var err error
 					if t, err = ConvertTensor(t, to, c.LlamaRounding); err != nil {
 						err = fmt.Errorf("tensor %s: %w", s.Name, err)
-					}
-					if !ckpt.InMemory {
-						// The stored tensor has been read: its pages
-						// need not stay in the resident set beside the
-						// converted copy.
-						mmap.Release(src)
 					}
 					results[i] <- result{t, err}
 					return
@@ -309,6 +304,9 @@ func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Te
 				firstErr = emit(s.Name, r.t)
 			}
 		}
+		if !ckpt.InMemory {
+			mmap.Release(ckpt.Weights[s.Name].Data)
+		}
 		<-window
 	}
 	wg.Wait()
@@ -320,8 +318,7 @@ func (c Conversion) ConvertEach(ckpt *Checkpoint, emit func(name string, t ir.Te
 // they run a stored one). Every tensor, converted or kept, is copied into
 // anonymous memory the new checkpoint owns (mmap.Anon: huge pages, which
 // the compiled engine reads in place instead of staging a second copy);
-// its Close frees them, and ckpt may be closed first. The stored tensors'
-// pages leave the resident set as they are copied.
+// its Close frees them, and ckpt may be closed first.
 func Convert(ckpt *Checkpoint, c Conversion) (*Checkpoint, error) {
 	out := *ckpt
 	out.files, out.gguf, out.InMemory, out.owned = nil, nil, true, nil
@@ -333,9 +330,6 @@ func Convert(ckpt *Checkpoint, c Conversion) (*Checkpoint, error) {
 		}
 		out.owned = append(out.owned, mem)
 		copy(mem, t.Data)
-		if stored := ckpt.Weights[name].Data; !ckpt.InMemory && len(stored) > 0 && &stored[0] == &t.Data[0] {
-			mmap.Release(stored) // kept as stored: copied now
-		}
 		t.Data = mem
 		out.Weights[name] = t
 		return nil

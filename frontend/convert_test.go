@@ -33,6 +33,7 @@ func TestConvertMatchesLlamaQuantize(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer got.Close()
 			compared := 0
 			for name, want := range ref.Weights {
 				if want.DType != dt {
@@ -72,6 +73,7 @@ func TestConvertSearchedScales(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer got.Close()
 	sqErr := func(q, f ir.Tensor) float64 {
 		x, err := f.Float32s()
 		if err != nil {

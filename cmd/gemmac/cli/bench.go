@@ -392,8 +392,6 @@ const sampleEvery = 2
 // but the last) that Bench adds to genTokens timed ones.
 func warmSteps(genTokens int) int { return (genTokens+sampleEvery-1)/sampleEvery - 1 }
 
-// median of a non-empty sample (the mean of the middle two for an even
-// count).
 // joinFloats formats each of v with format, comma-separated.
 func joinFloats(v []float64, format string) string {
 	parts := make([]string, len(v))
@@ -403,6 +401,8 @@ func joinFloats(v []float64, format string) string {
 	return strings.Join(parts, ", ")
 }
 
+// median of a non-empty sample (the mean of the middle two for an even
+// count).
 func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)

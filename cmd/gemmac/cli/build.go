@@ -78,10 +78,10 @@ func runBuild(env *Env, args []string) error {
 		return usageError("--chunk must be positive")
 	}
 	name := *pkgName
-	if *pkgDir != "" && name == "" {
-		name = filepath.Base(*pkgDir)
-	}
 	if *pkgDir != "" {
+		if name == "" {
+			name = filepath.Base(*pkgDir)
+		}
 		if err := cpucodegen.CheckPackageName(name); err != nil {
 			return usageError("--emit-package: %v", err)
 		}
