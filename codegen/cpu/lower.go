@@ -33,11 +33,15 @@ func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *
 		return nil, err
 	}
 	l := &lowering{art: art, mod: mod, weights: codegen.NewWeightTable(art)}
-	// The engine's pool threads wait for work inside this kernel.
-	if codegen.WorkerName != plan.WorkerKernel {
-		return nil, fmt.Errorf("codegen names the worker kernel %q, the plan %q", codegen.WorkerName, plan.WorkerKernel)
+	// The engine's pool threads wait for work inside the worker kernel;
+	// the runner makes a program's calls.
+	if codegen.WorkerName != plan.WorkerKernel || codegen.RunnerName != plan.RunnerKernel {
+		return nil, fmt.Errorf("codegen names the pool kernels %q and %q, the plan %q and %q", codegen.WorkerName, codegen.RunnerName, plan.WorkerKernel, plan.RunnerKernel)
 	}
 	if _, err := mod.Add(codegen.Worker{}); err != nil {
+		return nil, err
+	}
+	if _, err := mod.Add(codegen.Runner{}); err != nil {
 		return nil, err
 	}
 	if opts.Batch < 0 || opts.Batch > codegen.MaxBatch {

@@ -14,12 +14,18 @@ var _ model.BatchEngine = (*Engine)(nil)
 // steps runs p's kernel calls for n valid tokens (rows), args being its
 // resolved argument block.
 func (e *Engine) steps(p *plan.Program, args *region, n int) {
+	if e.profile == nil && e.pool.runner >= 0 {
+		argi := 0
+		for i, st := range p.Steps {
+			e.pool.setCall(i, e.kernels, st.Kernel, args.ptr(int64(argi*8)), st.ItemsFor(n), st.Granule)
+			argi += len(st.Args)
+		}
+		e.pool.runAll(e.kernels, len(p.Steps))
+		return
+	}
 	argi := 0
 	for _, st := range p.Steps {
-		items := st.Items
-		if st.ItemsPerRow > 0 {
-			items = min(items, st.ItemsPerRow*int64(n))
-		}
+		items := st.ItemsFor(n)
 		var start time.Time
 		if e.profile != nil {
 			start = time.Now()

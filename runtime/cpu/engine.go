@@ -71,6 +71,9 @@ type Options struct {
 	// GoWorkers makes the pool threads wait for work in Go instead of in
 	// the native worker kernel (for comparison; slower).
 	GoWorkers bool
+	// PerCall makes every kernel call from Go instead of a program's calls
+	// in one native call (for comparison; slower).
+	PerCall bool
 	// WeightsFile is the packed weights file of a build that converted its
 	// weights; "" looks beside the executable.
 	WeightsFile string
@@ -97,7 +100,11 @@ func New(art *plan.Artifact, kernels *Kernels, ckpt *frontend.Checkpoint, opts O
 		// prefill). A lower GOMAXPROCS (a container's CPU quota) wins.
 		threads = min(runtime.GOMAXPROCS(0), runtime.NumCPU())
 	}
-	e := &Engine{art: art, kernels: kernels, pool: newPool(threads, kernels, !opts.GoWorkers)}
+	maxCalls := 0
+	for _, p := range art.Programs {
+		maxCalls = max(maxCalls, len(p.Steps))
+	}
+	e := &Engine{art: art, kernels: kernels, pool: newPool(threads, kernels, !opts.GoWorkers, opts.PerCall, maxCalls)}
 	if art.Packed != nil {
 		var err error
 		if e.packed, ckpt, err = openPacked(art, ckpt, opts.WeightsFile); err != nil {

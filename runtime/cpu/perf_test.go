@@ -15,7 +15,8 @@ import (
 
 // TestPerfModel times prefill and decode of a real checkpoint
 // (GEMMAC_PERF_MODEL=dir; GEMMAC_PERF_THREADS, GEMMAC_PERF_REPS,
-// GEMMAC_PERF_PROFILE=1 for per-kernel times). It is skipped otherwise.
+// GEMMAC_PERF_PROFILE=1 for per-kernel times, GEMMAC_PERF_PERCALL=1 for
+// kernel calls made from Go). It is skipped otherwise.
 func TestPerfModel(t *testing.T) {
 	dir := os.Getenv("GEMMAC_PERF_MODEL")
 	if dir == "" {
@@ -31,7 +32,7 @@ func TestPerfModel(t *testing.T) {
 	}
 	const prompt, gen = 128, 16
 	c, k := compile(t, ckpt, cpucodegen.Options{Target: codegen.HostTarget(), Context: prompt + gen, Chunk: chunk})
-	e, err := cpu.New(c.Artifact, k, ckpt, cpu.Options{Threads: threads, GoWorkers: os.Getenv("GEMMAC_PERF_GOPOOL") != ""})
+	e, err := cpu.New(c.Artifact, k, ckpt, cpu.Options{Threads: threads, GoWorkers: os.Getenv("GEMMAC_PERF_GOPOOL") != "", PerCall: os.Getenv("GEMMAC_PERF_PERCALL") != ""})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,11 @@ const Version = 1
 // calls it as a step.
 const WorkerKernel = "pool_worker"
 
+// RunnerKernel names the program runner (codegen.Runner) that makes a
+// program's kernel calls in one native call; like the worker, it is in
+// every CPU kernel table and never a step.
+const RunnerKernel = "pool_run"
+
 // Artifact is a compiled model.
 type Artifact struct {
 	Version int    `json:"version"`
@@ -120,11 +125,19 @@ type Step struct {
 	Items  int64 `json:"items"`
 	// Granule is the split unit: thread ranges are multiples of it.
 	Granule int64 `json:"granule"`
-	// PerRow marks steps whose items scale with the valid tokens: the
+	// ItemsPerRow marks steps whose items scale with the valid tokens: the
 	// engine runs only ItemsPerRow × n_valid of them.
 	ItemsPerRow int64  `json:"items_per_row,omitempty"`
 	Args        []Arg  `json:"args"`
 	Label       string `json:"label,omitempty"`
+}
+
+// ItemsFor is the items the step runs for n valid tokens.
+func (s *Step) ItemsFor(n int) int64 {
+	if s.ItemsPerRow > 0 {
+		return min(s.Items, s.ItemsPerRow*int64(n))
+	}
+	return s.Items
 }
 
 // ArgKind says which buffer an argument points into.

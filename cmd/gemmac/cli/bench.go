@@ -55,8 +55,10 @@ type BenchResult struct {
 	PrefillRuns     int       `json:"prefill_runs"`
 	PrefillRunsTokS []float64 `json:"prefill_tok_s_runs"`
 
-	// DecodeStepTokS is the median over the decode steps of 1/step time.
-	DecodeStepTokS float64 `json:"decode_step_tok_s"`
+	// DecodeStepTokS is the median over the decode steps of 1/step time;
+	// DecodeStepsTokS lists every timed step in order.
+	DecodeStepTokS  float64   `json:"decode_step_tok_s"`
+	DecodeStepsTokS []float64 `json:"decode_steps_tok_s"`
 
 	// The machine's ceilings, measured in the same run (absent with
 	// --no-roofline), and the fractions of them reached. A bandwidth
@@ -356,6 +358,7 @@ func Bench(m *model.Model, promptTokens, genTokens, prefillRuns int, probe *roof
 		PrefillTokS:         prefillTokS,
 		DecodeTokS:          float64(genTokens) / decode.Seconds(),
 		DecodeStepTokS:      median(steps),
+		DecodeStepsTokS:     steps,
 		WeightBytesPerToken: m.WeightBytesPerToken(),
 		KVCacheBytes:        sess.CacheBytes(),
 		ResidentBytes:       rss,

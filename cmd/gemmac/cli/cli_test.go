@@ -272,6 +272,27 @@ func TestBenchJSON(t *testing.T) {
 	if got, want := r["prefill_s"].(float64), 20/median(runs); math.Abs(got-want) > 1e-9*want {
 		t.Errorf("prefill_s = %v, want %v", got, want)
 	}
+	// Five timed decode steps: their median is the median step, and the
+	// decode time is the sum of theirs.
+	var steps []float64
+	if v, ok := r["decode_steps_tok_s"].([]any); ok {
+		for _, x := range v {
+			steps = append(steps, x.(float64))
+		}
+	}
+	if len(steps) != 5 {
+		t.Fatalf("decode_steps_tok_s = %v: want 5 steps", r["decode_steps_tok_s"])
+	}
+	if got, want := r["decode_step_tok_s"], median(steps); got != want {
+		t.Errorf("decode_step_tok_s = %v, want the median of %v (%v)", got, steps, want)
+	}
+	var sum float64
+	for _, s := range steps {
+		sum += 1 / s
+	}
+	if got := r["decode_s"].(float64); math.Abs(got-sum) > 1e-6*sum {
+		t.Errorf("decode_s = %v, the steps' times add up to %v", got, sum)
+	}
 	// One bandwidth sample after every two decode steps; the median is not
 	// above the best.
 	if r["read_passes"] != 3.0 {
