@@ -3,9 +3,9 @@
 package gocoder
 
 // #cgo LDFLAGS: ${SRCDIR}/kernels.o -lm
-// extern void *gemmac_gocoder_2408ec53624c[];
+// extern void *gemmac_gocoder_f12a377a1cc8[];
 import "C"
 
 import "unsafe"
 
-func kernelTable() unsafe.Pointer { return unsafe.Pointer(&C.gemmac_gocoder_2408ec53624c) }
+func kernelTable() unsafe.Pointer { return unsafe.Pointer(&C.gemmac_gocoder_f12a377a1cc8) }
