@@ -102,6 +102,10 @@ const (
 	runMail      = 2
 	runStride    = 3
 	runHeader    = 4
+	runStepFn    = 0
+	runStepArgs  = 1
+	runStepItems = 2
+	runStepChunk = 3
 	runStepWords = 4
 )
 
@@ -318,10 +322,10 @@ func (p *pool) runDynamic(k *Kernels, kernel int, args unsafe.Pointer, items, ch
 // in multiples of granule as run splits it.
 func (p *pool) setCall(i int, k *Kernels, kernel int, args unsafe.Pointer, items, granule int64) {
 	c := p.runTable()[runHeader+runStepWords*i:]
-	c[0], c[1], c[2] = int64(k.fns[kernel]), int64(uintptr(args)), items
-	c[3] = 0
+	c[runStepFn], c[runStepArgs], c[runStepItems] = int64(k.fns[kernel]), int64(uintptr(args)), items
+	c[runStepChunk] = 0
 	if p.native >= 0 {
-		c[3] = p.chunk(items, granule)
+		c[runStepChunk] = p.chunk(items, granule)
 	}
 }
 
