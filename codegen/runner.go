@@ -39,13 +39,10 @@ const (
 // preempting a kernel thread each time, and further threads of the process
 // competed for the two vCPUs; with the runner the built 2B q4_0's median
 // decode step ran 1.13–1.16× faster.
-type Runner struct{}
+type Runner struct{ poolKernel }
 
-func (Runner) Name() string    { return RunnerName }
-func (Runner) Items() int64    { return 1 }
-func (Runner) Granule() int64  { return 1 }
-func (Runner) Args() []string  { return []string{"table"} }
-func (Runner) Validate() error { return nil }
+func (Runner) Name() string   { return RunnerName }
+func (Runner) Args() []string { return []string{"table"} }
 
 func (Runner) emit(g *gen) {
 	tab := g.argPtr(0, tI64)

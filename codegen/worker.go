@@ -48,15 +48,19 @@ const (
 // a call with Fn = 0 (after setting Done), or after `lo` spins with nothing
 // posted (lo ≤ 0: one look) and MailHold clear; the caller then decides
 // whether to sleep. hi is unused.
-//
-// It is not a work-item kernel: Items and Granule are nominal.
-type Worker struct{}
+type Worker struct{ poolKernel }
 
-func (Worker) Name() string    { return WorkerName }
-func (Worker) Items() int64    { return 1 }
-func (Worker) Granule() int64  { return 1 }
-func (Worker) Args() []string  { return []string{"mailbox"} }
-func (Worker) Validate() error { return nil }
+func (Worker) Name() string   { return WorkerName }
+func (Worker) Args() []string { return []string{"mailbox"} }
+
+// poolKernel is what the thread pool's own kernels (Worker, Runner) share:
+// they are not work-item kernels, so Items and Granule are nominal, and
+// they have no shape to validate.
+type poolKernel struct{}
+
+func (poolKernel) Items() int64    { return 1 }
+func (poolKernel) Granule() int64  { return 1 }
+func (poolKernel) Validate() error { return nil }
 
 func (Worker) emit(g *gen) {
 	mb := g.argPtr(0, tI64)

@@ -14,23 +14,21 @@ var _ model.BatchEngine = (*Engine)(nil)
 // steps runs p's kernel calls for n valid tokens (rows), args being its
 // resolved argument block.
 func (e *Engine) steps(p *plan.Program, args *region, n int) {
-	if e.profile == nil && e.pool.runner >= 0 {
-		argi := 0
-		for i, st := range p.Steps {
-			e.pool.setCall(i, e.kernels, st.Kernel, args.ptr(int64(argi*8)), st.ItemsFor(n), st.Granule)
-			argi += len(st.Args)
-		}
-		e.pool.runAll(e.kernels, len(p.Steps))
-		return
-	}
+	// Unprofiled, the runner makes every call in one native call.
+	runner := e.profile == nil && e.pool.runner >= 0
 	argi := 0
-	for _, st := range p.Steps {
-		items := st.ItemsFor(n)
+	for i, st := range p.Steps {
+		stepArgs, items := args.ptr(int64(argi*8)), st.ItemsFor(n)
+		argi += len(st.Args)
+		if runner {
+			e.pool.setCall(i, e.kernels, st.Kernel, stepArgs, items, st.Granule)
+			continue
+		}
 		var start time.Time
 		if e.profile != nil {
 			start = time.Now()
 		}
-		e.pool.run(e.kernels, st.Kernel, args.ptr(int64(argi*8)), items, st.Granule)
+		e.pool.run(e.kernels, st.Kernel, stepArgs, items, st.Granule)
 		if e.profile != nil {
 			name := e.art.Kernels[st.Kernel]
 			k := e.profile[name]
@@ -41,7 +39,9 @@ func (e *Engine) steps(p *plan.Program, args *region, n int) {
 			k.Calls++
 			k.Time += time.Since(start)
 		}
-		argi += len(st.Args)
+	}
+	if runner {
+		e.pool.runAll(e.kernels, len(p.Steps))
 	}
 }
 

@@ -319,14 +319,12 @@ func (p *pool) runDynamic(k *Kernels, kernel int, args unsafe.Pointer, items, ch
 }
 
 // setCall makes call i of the next runAll: kernel over [0, items), split
-// in multiples of granule as run splits it.
+// in multiples of granule as run splits it. (The runner serves native
+// workers or a pool of one thread, which chunk never splits for.)
 func (p *pool) setCall(i int, k *Kernels, kernel int, args unsafe.Pointer, items, granule int64) {
 	c := p.runTable()[runHeader+runStepWords*i:]
 	c[runStepFn], c[runStepArgs], c[runStepItems] = int64(k.fns[kernel]), int64(uintptr(args)), items
-	c[runStepChunk] = 0
-	if p.native >= 0 {
-		c[runStepChunk] = p.chunk(items, granule)
-	}
+	c[runStepChunk] = p.chunk(items, granule)
 }
 
 // runAll makes calls 0..n-1 set by setCall, in order, in one native call
