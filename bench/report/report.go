@@ -229,7 +229,7 @@ func (r *Report) Markdown() string {
 		"The decode roofline is read bandwidth ÷ (weight + KV bytes per token), the bandwidth being the median of samples taken between the decode steps (untimed); " +
 		"the % of roofline compares the median step with it, so both sides are sampled over the same seconds of a shared machine; " +
 		"step by step is the median over the steps of each against the sample taken right after its pair of steps, milliseconds apart. " +
-		"The FMA peak is the machine's measured fused multiply-add rate (best of runs just before and after the prefill). " +
+		"The FMA peak is the machine's measured fused multiply-add rate: the best of the FMA runs before the first prefill and after each. " +
 		r.prefillRunsNote() + "\n\n")
 	b.WriteString("Command:\n\n```sh\n" + r.Command + "\n```\n\nwhich ran:\n\n```sh\n")
 	for _, m := range r.Models {
@@ -244,7 +244,7 @@ func (r *Report) prefillRunsNote() string {
 	if r.PrefillRuns <= 1 {
 		return "Each engine prefilled the prompt once."
 	}
-	return fmt.Sprintf("The compiled engine prefilled the prompt %d times and shows the median run, its %% of the FMA peak the median of each run against the FMA runs beside it; the interpreter prefilled once.", r.PrefillRuns)
+	return fmt.Sprintf("The compiled engine prefilled the prompt %d times and shows the median run, set against that peak; the interpreter prefilled once.", r.PrefillRuns)
 }
 
 func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

@@ -272,6 +272,11 @@ func TestBenchJSON(t *testing.T) {
 	if got, want := r["prefill_s"].(float64), 20/median(runs); math.Abs(got-want) > 1e-9*want {
 		t.Errorf("prefill_s = %v, want %v", got, want)
 	}
+	// The prefill fraction is the median run's rate against the best FMA
+	// run of the bench, the machine's peak.
+	if got, want := r["prefill_peak_fraction"].(float64), r["prefill_gflop_s"].(float64)/r["fma_gflop_s"].(float64); math.Abs(got-want) > 1e-9*want {
+		t.Errorf("prefill_peak_fraction = %v, want prefill_gflop_s / fma_gflop_s = %v", got, want)
+	}
 	// Five timed decode steps: their median is the median step, and the
 	// decode time is the sum of theirs.
 	var steps []float64
