@@ -72,7 +72,7 @@ type BenchResult struct {
 	// runs before the first prefill and after each, and
 	// PrefillPeakFraction is PrefillGFLOP (the median run's) against it.
 	// (Set against the FMA runs just beside each prefill instead, the
-	// fraction read 79–90% where the f32 GEMM reaches 71–78% of one thread's
+	// fraction read 79–91% where the f32 GEMM reaches 71–78% of one thread's
 	// peak in isolation: a short FMA run after the prefill often reads far
 	// below the peak, and a fraction over a depressed peak says nothing.)
 	ReadGBs                float64 `json:"read_gb_s,omitempty"`
