@@ -40,6 +40,20 @@ var (
 	}
 )
 
+// panelKnobs reads the environment's settings of the prefill panels:
+// GEMMAC_PB (panelBytes), GEMMAC_P1 and GEMMAC_P2 (panelRows × panelVectors
+// for one and two matrices, as 6x4).
+func panelKnobs() {
+	if v := os.Getenv("GEMMAC_PB"); v != "" {
+		panelBytes, _ = strconv.ParseInt(v, 10, 64)
+	}
+	for i, e := range []string{"GEMMAC_P1", "GEMMAC_P2"} {
+		if v := os.Getenv(e); v != "" {
+			fmt.Sscanf(v, "%dx%d", &panelRows[i], &panelVectors[i])
+		}
+	}
+}
+
 // arenaBytes of weights, far more than any last-level cache.
 const arenaBytes = 512 << 20
 
@@ -64,22 +78,9 @@ func getArena() []uint16 {
 
 func getBenchLib(b *testing.B) *lib {
 	benchOnce.Do(func() {
+		panelKnobs()
 		if v := os.Getenv("GEMMAC_DX"); v != "" {
 			deinterleaveX = v != "0"
-		}
-		if v := os.Getenv("GEMMAC_KB"); v != "" {
-			prefillTileBytes, _ = strconv.ParseInt(v, 10, 64)
-		}
-		if v := os.Getenv("GEMMAC_PPF"); v != "" {
-			prefillPrefetch = v != "0"
-		}
-		for i, e := range []string{"GEMMAC_T1", "GEMMAC_T2"} {
-			if v := os.Getenv(e); v != "" {
-				fmt.Sscanf(v, "%dx%d", &prefillTile[i][0], &prefillTile[i][1])
-			}
-		}
-		if v := os.Getenv("GEMMAC_VP"); v != "" {
-			vectorPartialBytes, _ = strconv.ParseInt(v, 10, 64)
 		}
 		if v := os.Getenv("GEMMAC_PF"); v != "" {
 			decodePrefetch, _ = strconv.Atoi(v)

@@ -519,18 +519,21 @@ func allCases() []kcase {
 		gegluCase(1, 72, 5, F, 1),
 		gegluCase(5, 96, 9, F, 3),
 		gegluCase(64, 64, 6, H, 63),
-		// K blocks (weights of a column tile over prefillTileBytes): vector
-		// and scalar partial sums, a K not a multiple of the block.
+		// Prefill panels (panel.go): several K blocks of a panel (partial
+		// sums in out, or GeGLU's scratch), K not a multiple of the block
+		// or of the vector width, rows not a multiple of the tile, and
+		// chunks of whole panels plus a masked remainder.
 		gegluCase(64, 2304, 9, F, 61),
 		gegluCase(16, 1200, 9, B, 13),
 		matmulCase(64, 2304, 9, F, 62, 0),
 		matmulCase(7, 9216, 5, B, 7, 30),
-		// Rows a multiple of 2 KiB apart, packed before the tile reads
-		// them (rowsShareL1Sets): one K block and several, column tails.
 		matmulCase(64, 2048, 9, F, 61, 0),
 		matmulCase(16, 2048, 7, B, 13, 30),
 		matmulCase(12, 512, 7, F, 11, 0),
 		gegluCase(24, 1024, 5, F, 23),
+		matmulCase(13, 300, 150, F, 13, 0),
+		matmulCase(9, 70, 131, H, 9, 30),
+		gegluCase(20, 600, 70, B, 17),
 		rmsnormCase(5, 64, 4),
 		rmsnormCase(1, 100, 1),
 		rmsnormCase(3, 2304, 3),

@@ -28,7 +28,7 @@ func (s Matmul) Name() string {
 	return n
 }
 func (s Matmul) Items() int64       { return int64(s.N) }
-func (s Matmul) Granule() int64     { _, nc, _ := gemmTiling(s.R, s.K, 1, s.WType); return int64(nc) }
+func (s Matmul) Granule() int64     { return gemmGranule(s.R, s.K, 1, s.WType) }
 func (s Matmul) Args() []string     { return []string{"out", "x", "w", "scalars"} }
 func (s Matmul) FLOPs() int64       { return 2 * int64(s.R) * int64(s.K) * int64(s.N) }
 func (s Matmul) WeightBytes() int64 { return int64(s.K) * int64(s.N) * int64(s.WType.Size()) }
@@ -64,7 +64,7 @@ func (s GeGLU) Name() string {
 	return fmt.Sprintf("geglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
 }
 func (s GeGLU) Items() int64       { return int64(s.F) }
-func (s GeGLU) Granule() int64     { _, nc, _ := gemmTiling(s.R, s.K, 2, s.WType); return int64(nc) }
+func (s GeGLU) Granule() int64     { return gemmGranule(s.R, s.K, 2, s.WType) }
 func (s GeGLU) Args() []string     { return []string{"out", "x", "wgate", "wup", "scalars"} }
 func (s GeGLU) FLOPs() int64       { return 4 * int64(s.R) * int64(s.K) * int64(s.F) }
 func (s GeGLU) WeightBytes() int64 { return 2 * int64(s.K) * int64(s.F) * int64(s.WType.Size()) }
@@ -79,6 +79,15 @@ func (s GeGLU) emit(g *gen) {
 	emitGemm(g, s.R, s.K, s.F, s.WType, 2, func(d []value.Value) value.Value {
 		return g.fmul(g.gelu(d[0]), d[1])
 	})
+}
+
+// gemmGranule is the column granule of a float matmul of R rows of K.
+func gemmGranule(R, K, nw int, dt gir.DType) int64 {
+	if usesPanels(R) {
+		return panelGranule(nw)
+	}
+	_, nc, _ := gemmTiling(R, K, nw, dt)
+	return int64(nc)
 }
 
 func checkWeightType(dt gir.DType) error {
@@ -107,9 +116,7 @@ func checkWeightType(dt gir.DType) error {
 // streams are what the hardware prefetcher follows. A batched
 // decode step (smallBatch) is memory bound too: one tile holds every row,
 // so each weight vector is loaded and widened once and feeds R FMAs, with
-// batchAccumulators accumulators. Prefill keeps mr·nc·nw ≤ 24 accumulators
-// in the 32 AVX-512 registers so each converted weight vector feeds mr FMAs
-// (prefillTile).
+// batchAccumulators accumulators. Prefill runs as panels (panel.go).
 func gemmTiling(R, K, nw int, dt gir.DType) (mr, nc, unroll int) {
 	if R == 1 && dt == gir.BF16 {
 		if nw == 1 && int64(K*dt.Size()) <= shortDecodeRowBytes {
@@ -123,21 +130,11 @@ func gemmTiling(R, K, nw int, dt gir.DType) (mr, nc, unroll int) {
 		}
 		return 1, 4, 1
 	}
-	if smallBatch(R) {
-		return R, max(1, min(8, batchAccumulators/(R*nw))), 1
+	if !smallBatch(R) {
+		panic(fmt.Sprintf("codegen: gemmTiling of %d rows: prefill runs as panels", R))
 	}
-	t := prefillTile[nw-1]
-	return t[0], t[1], 1
+	return R, max(1, min(8, batchAccumulators/(R*nw))), 1
 }
-
-// prefillTile is the prefill register tile (mr rows of x × nc weight rows)
-// for one and two weight matrices. The weights of a tile stay in L1 across
-// its row tiles while the rows of x come from L2, so the tile is as wide
-// as it can be: 4×6 moves 4 x vectors per 24 FMAs where 6×4 moved 6, and
-// ran 1.3–1.4× faster (f32 and bf16, R=128, 2B shapes: `go test ./codegen
-// -bench 'GEMMPrefill|DownPrefill'` with GEMMAC_T1). For GeGLU's two
-// matrices 3×4 (3 x vectors per 24 FMAs) stays ahead of 2×6, 4×3, 2×5.
-var prefillTile = [2][2]int{{4, 6}, {3, 4}}
 
 // maxBatchRows is the most rows a matmul computes as a batched decode step
 // (smallBatch) rather than as a prefill chunk.
@@ -153,31 +150,20 @@ func smallBatch(R int) bool { return R > 1 && R <= maxBatchRows }
 // faster than 16 and 32 on the 2B shapes.
 var batchAccumulators = 24
 
-// emitGemm is the shared body of Matmul and GeGLU: column tiles of nc over
-// [lo, hi) (then single columns), inside them row tiles of mr over the valid
-// rows (then single rows). The weights of a column tile (nc·K elements, or
-// one K block of them when that exceeds prefillTileBytes) stay in L1 while
-// the rows of x stream from L2.
-//
-// Quantised weights (dt q8_0 or q4_0, prefill only) are dequantised one
-// block of the column tile at a time into an f32 stack buffer (packWeights)
-// that the f32 tile then reads: each weight is widened and scaled once per
-// chunk instead of once per row tile. Float weights whose rows alias in L1
-// (rowsShareL1Sets) are packed the same way.
+// emitGemm is the shared body of Matmul and GeGLU. Prefill (more than
+// maxBatchRows rows) runs as panels (emitPanelGemm); decode, one row or a
+// batched step's few, streams the weights once: column tiles of nc over
+// [lo, hi) (then single columns), each one tile of every valid row.
 func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
-	src := dt // the weights as stored
-	pack := src.IsQuantized() || R > maxBatchRows && rowsShareL1Sets(int64(src.BytesFor(K)))
-	if pack {
-		dt = gir.F32 // as the tiles read them, from the packed buffer
+	if usesPanels(R) {
+		emitPanelGemm(g, R, K, N, dt, nw, epi)
+		return
 	}
 	mr, nc, unroll := gemmTiling(R, K, nw, dt)
-	switch {
-	case g.L() < 16 && smallBatch(R):
+	if g.L() < 16 && smallBatch(R) {
 		// Fewer, narrower registers (16 on AVX2/NEON): fewer columns (the
 		// tile must hold every row), leaving registers for x and a weight.
 		nc = max(1, min(nc, (16-R-2)/(R*nw)))
-	case g.L() < 16 && R > 1:
-		mr = (mr + 1) / 2
 	}
 
 	L0 := g.L()
@@ -185,7 +171,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	x := g.argPtr(1, tF32)
 	ws := make([]value.Value, nw)
 	for m := range ws {
-		ws[m] = g.argPtr(2+m, srcElemType(src))
+		ws[m] = g.argPtr(2+m, elemType(dt))
 	}
 	_, nvalid := g.scalars(2 + nw)
 	nvalid = g.smin(nvalid, ci64(int64(R)))
@@ -205,212 +191,57 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 			})
 		}
 	}
-	// K blocks (prefill): the weights of a column tile, nw·nc rows of kb
-	// elements, stay within prefillTileBytes (L1) while all rows of x pass;
-	// partial sums go through a stack scratch of nw·R·nc floats.
-	kb := K
-	if R > 1 && !smallBatch(R) && prefillTileBytes > 0 {
-		tile := int64(nw*nc) * int64(K) * int64(dt.Size())
-		if nb := (tile + prefillTileBytes - 1) / prefillTileBytes; nb > 1 {
-			kb = (K + int(nb) - 1) / int(nb)
-			kb = (kb + L0 - 1) / L0 * L0
-			if src.IsQuantized() {
-				kb = (kb + gir.QK - 1) / gir.QK * gir.QK // whole blocks
-			}
-		}
-	}
-	var packed value.Value // packed weights: nw·nc rows of kb floats
-	if pack {
-		packed = g.stack(tF32, nw*nc*kb)
-	}
-	// With one weight matrix the partial sums go to out itself and the K
-	// blocks are the outer loop (the x block of every column tile is then
-	// the same and stays in L2); GeGLU keeps nw·R·nc partial sums of the
-	// column tile in a stack scratch and loops over K blocks inside it.
-	kOuter := kb < K && nw == 1
-	// Partial sums between K blocks stay whole vectors when they fit
-	// vectorPartialBytes: one reduction per output instead of one per K
-	// block (24 reductions per tile and block cost the f32 GeGLU ~15%).
-	vecPartials := kb < K && !kOuter && int64(nw*R*nc*L0*4) <= vectorPartialBytes
-	per := 1 // floats per partial sum
-	if vecPartials {
-		per = L0
-	}
-	var scratch value.Value
-	if kb < K && !kOuter {
-		scratch = g.stack(tF32, nw*R*nc*per)
-	}
-	sidx := func(m int, r, j value.Value, c int) value.Value {
-		if kOuter {
-			return g.add(g.mulc(r, int64(N)), g.addc(j, int64(c)))
-		}
-		return g.mulc(g.addc(g.mulc(r, int64(nw*nc)), int64(m*nc+c)), int64(per))
-	}
-	if kOuter {
-		scratch = out
-	}
 
-	// nextBlockRow is the weight row of the block computed after this one
-	// (the same columns' next K block, or the next column tile) that row
-	// tile r0 prefetches while it runs: row tile t takes row t mod nw·nc,
-	// so the first nw·nc row tiles bring the whole block into cache before
-	// it is needed (a block's weights come from memory once per prefill
-	// chunk; without this the first row tile waits for them).
-	nextBlock := func(j value.Value, nc int, k0 value.Value, klen int, last bool) (jn, kn value.Value) {
-		jn, kn = g.addc(j, int64(nc)), k0
-		if kb < K && !kOuter && !last {
-			jn, kn = j, g.addc(k0, int64(klen))
-		} else if kb < K && !kOuter {
-			kn = ci64(0)
-		}
-		return jn, kn
-	}
-	nextBlockRow := func(r0 value.Value, mr int, j value.Value, nc int, k0 value.Value, klen int, last bool) value.Value {
-		jn, kn := nextBlock(j, nc, k0, klen, last)
-		q := g.b.NewURem(g.b.NewUDiv(r0, ci64(int64(mr))), ci64(int64(nw*nc)))
-		c := g.b.NewURem(q, ci64(int64(nc)))
-		row := g.add(g.mulc(g.add(jn, c), int64(K)), kn)
-		var p value.Value = g.gep(elemType(dt), ws[0], row)
-		if nw == 2 {
-			second := g.b.NewICmp(enum.IPredUGE, q, ci64(int64(nc)))
-			p = g.b.NewSelect(second, g.gep(elemType(dt), ws[1], row), p)
-		}
-		return p
-	}
-
-	// rows accumulates the column tile [j, j+nc) over K elements
-	// [k0, k0+klen): first (no partial sums in), last (epilogue to out,
-	// else partial sums out).
-	rows := func(j value.Value, nc int, k0 value.Value, klen int, first, last bool) {
-		wr := make([][]value.Value, nw) // the tile's weight rows at k0
+	// tile computes rows [r0, r0+mr) of the column tile [j, j+nc).
+	tile := func(j value.Value, nc int, r0 value.Value, mr int) {
+		wr := make([][]value.Value, nw) // the tile's weight rows
 		for m := range wr {
 			wr[m] = make([]value.Value, nc)
 			for c := range wr[m] {
-				if packed != nil {
-					wr[m][c] = g.gep(tF32, packed, ci64(int64((m*nc+c)*kb)))
-					continue
-				}
-				wr[m][c] = g.gep(elemType(dt), ws[m], g.add(g.mulc(g.addc(j, int64(c)), int64(K)), k0))
+				wr[m][c] = g.gep(elemType(dt), ws[m], g.mulc(g.addc(j, int64(c)), int64(K)))
 			}
 		}
-		if packed != nil {
-			g.packWeights(src, ws, K, j, nc, k0, klen, wr)
-			// The next block's few lines per row are too short a stream
-			// for the hardware prefetcher: fetch them while this block's
-			// row tiles run.
-			jn, kn := nextBlock(j, nc, k0, klen, last)
-			g.prefetchTileRows(src, ws, K, jn, nc, kn, kb)
+		u := unroll
+		if R > 1 {
+			u = 1
 		}
-		tile := func(r0 value.Value, mr int) {
-			u := unroll
-			if mr > 1 || nc == 1 && R > 1 {
-				u = 1
-			}
-			var init [][][]value.Value
-			if !first {
-				init = make([][][]value.Value, nw)
-				for m := range init {
-					init[m] = make([][]value.Value, mr)
-					for r := range init[m] {
-						init[m][r] = make([]value.Value, nc)
-						for c := range init[m][r] {
-							if vecPartials {
-								init[m][r][c] = g.loadF(scratch, sidx(m, g.addc(r0, int64(r)), j, c), nil)
-								continue
-							}
-							init[m][r][c] = g.load(tF32, scratch, sidx(m, g.addc(r0, int64(r)), j, c))
-						}
-					}
-				}
-			}
-			// Streaming tiles (one row, or a batched decode step's rows)
-			// prefetch the weight rows.
-			var pf prefetchPlan
-			switch {
-			case smallBatch(R) && nc > 1:
-				pf = prefetchPlan{bytes: batchPrefetch, wholeLines: true, acrossTiles: batchAcrossTiles}
-			case mr == 1 && nc > 1:
-				pf = prefetchPlan{bytes: decodePrefetch}
-			case mr > 1 && prefillPrefetch && packed == nil:
-				pf.next = nextBlockRow(r0, mr, j, nc, k0, klen, last)
-			}
-			d := g.dotTile(x, xd, wr, dt, K, k0, klen, init, r0, mr, u, pf, vecPartials && !last)
-			if last && smallBatch(R) && mr*nc > 1 {
-				g.vectorEpilogue(d, out, r0, j, N, epi)
-				return
-			}
-			for r := 0; r < mr; r++ {
-				rowOff := g.mulc(g.addc(r0, int64(r)), int64(N))
-				for c := 0; c < nc; c++ {
-					if !last {
-						for m := 0; m < nw; m++ {
-							if vecPartials {
-								g.storeVec(d[m][r][c], scratch, sidx(m, g.addc(r0, int64(r)), j, c), nil)
-								continue
-							}
-							g.store(d[m][r][c], scratch, sidx(m, g.addc(r0, int64(r)), j, c))
-						}
-						continue
-					}
-					vals := make([]value.Value, nw)
-					for m := range vals {
-						vals[m] = d[m][r][c]
-					}
-					g.store(epi(vals), out, g.add(rowOff, g.addc(j, int64(c))))
-				}
-			}
+		var pf prefetchPlan
+		switch {
+		case smallBatch(R) && nc > 1:
+			pf = prefetchPlan{bytes: batchPrefetch, wholeLines: true, acrossTiles: batchAcrossTiles}
+		case nc > 1:
+			pf = prefetchPlan{bytes: decodePrefetch}
 		}
-		// oneTile runs the rows [r0, r0+n) as one tile of n rows, for n
-		// (known only at run time) in 1..most: one tile per row count.
-		oneTile := func(r0, n value.Value, most int) {
-			for k := most; k >= 1; k-- {
-				g.ifThen(g.b.NewICmp(enum.IPredEQ, n, ci64(int64(k))), func() { tile(r0, k) })
-			}
-		}
-		if smallBatch(R) {
-			oneTile(ci64(0), nvalid, mr) // every valid row in one tile
+		d := g.dotTile(x, xd, wr, dt, K, r0, mr, u, pf)
+		if smallBatch(R) && mr*nc > 1 {
+			g.vectorEpilogue(d, out, r0, j, N, epi)
 			return
 		}
-		if mr == 1 {
-			g.forRange(ci64(0), nvalid, 1, func(r value.Value) { tile(r, 1) })
+		for r := 0; r < mr; r++ {
+			rowOff := g.mulc(g.addc(r0, int64(r)), int64(N))
+			for c := 0; c < nc; c++ {
+				vals := make([]value.Value, nw)
+				for m := range vals {
+					vals[m] = d[m][r][c]
+				}
+				g.store(epi(vals), out, g.add(rowOff, g.addc(j, int64(c))))
+			}
+		}
+	}
+	rows := func(j value.Value, nc int) {
+		if !smallBatch(R) {
+			g.forRange(ci64(0), nvalid, 1, func(r value.Value) { tile(j, nc, r, 1) })
 			return
 		}
-		r := g.forRange(ci64(0), g.addc(nvalid, -int64(mr-1)), int64(mr), func(r value.Value) { tile(r, mr) })
-		// The rows left over (fewer than mr) share one tile, so their
-		// weight vectors are loaded once, not once per row.
-		oneTile(r, g.b.NewSub(nvalid, r), mr-1)
-	}
-	columns := func(body func(j value.Value, nc int)) {
-		j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { body(j, nc) })
-		if nc > 1 {
-			g.forRange(j, g.hi, 1, func(j value.Value) { body(j, 1) })
+		// Every valid row in one tile, for the row count known only at
+		// run time: one tile per count.
+		for n := mr; n >= 1; n-- {
+			g.ifThen(g.b.NewICmp(enum.IPredEQ, nvalid, ci64(int64(n))), func() { tile(j, nc, ci64(0), n) })
 		}
 	}
-	// blocks runs pass over the K blocks: the first, a loop over the
-	// middle ones, the last (with the remainder).
-	nfull := (K - 1) / kb // blocks before the last one
-	blocks := func(pass func(k0 value.Value, klen int, first, last bool)) {
-		pass(ci64(0), kb, true, false)
-		if nfull > 1 {
-			g.forRange(ci64(int64(kb)), ci64(int64(nfull*kb)), int64(kb), func(k0 value.Value) { pass(k0, kb, false, false) })
-		}
-		pass(ci64(int64(nfull*kb)), K-nfull*kb, false, true)
-	}
-	switch {
-	case kb >= K:
-		columns(func(j value.Value, nc int) { rows(j, nc, ci64(0), K, true, true) })
-	case kOuter:
-		blocks(func(k0 value.Value, klen int, first, last bool) {
-			columns(func(j value.Value, nc int) { rows(j, nc, k0, klen, first, last) })
-		})
-	default:
-		columns(func(j value.Value, nc int) {
-			if nc == 1 && packed == nil { // one column's weights fit L1 whole
-				rows(j, nc, ci64(0), K, true, true)
-				return
-			}
-			blocks(func(k0 value.Value, klen int, first, last bool) { rows(j, nc, k0, klen, first, last) })
-		})
+	j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { rows(j, nc) })
+	if nc > 1 {
+		g.forRange(j, g.hi, 1, func(j value.Value) { rows(j, 1) })
 	}
 }
 
@@ -446,44 +277,27 @@ func evenOddMasks(L int) (even, odd *constant.Vector) {
 	return shuffleMask(L, func(i int) int { return 2 * i }), shuffleMask(L, func(i int) int { return 2*i + 1 })
 }
 
-// dotTile returns d[m][r][c] = Σ_k x[r0+r, k0+k] · wr[m][c][k] for an
-// mr×nc tile, k in [0, klen), with mr·nc·len(wr)·unroll vector accumulators
-// (wr[m][c] points at weight row c of matrix m at k0). Every weight vector is
-// loaded and widened once and used for all mr rows. klen need not be a
-// multiple of the vector width: the last step is masked.
-//
-// K is the row stride of x and of the weight rows; init
-// (nil: zeros) holds partial sums to start from: scalars, or vectors of
-// lanes still to be added. keepVectors returns the sums as such vectors,
-// unreduced. pf.bytes > 0 prefetches each weight row that many bytes ahead.
-func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int, k0 value.Value, klen int, init [][][]value.Value, r0 value.Value, mr, unroll int, pf prefetchPlan, keepVectors bool) [][][]value.Value {
+// dotTile returns d[m][r][c] = Σ_k x[r0+r, k] · wr[m][c][k] for an mr×nc
+// tile, k in [0, K), with mr·nc·len(wr)·unroll vector accumulators (wr[m][c]
+// points at weight row c of matrix m). Every weight vector is loaded and
+// widened once and used for all mr rows. K need not be a multiple of the
+// vector width: the last step is masked. pf.bytes > 0 prefetches each
+// weight row that many bytes ahead.
+func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int, r0 value.Value, mr, unroll int, pf prefetchPlan) [][][]value.Value {
 	L := g.L()
 	prefetch := pf.bytes
 	nw, nc := len(wr), len(wr[0])
 	et := elemType(dt)
+	klen := K
 	xr := make([]value.Value, mr)
 	for r := range xr {
-		xr[r] = g.gep(tF32, x, g.add(g.mulc(g.addc(r0, int64(r)), int64(K)), k0))
+		xr[r] = g.gep(tF32, x, g.mulc(g.addc(r0, int64(r)), int64(K)))
 	}
 	at := func(m, r, c, u int) int { return ((m*mr+r)*nc+c)*unroll + u }
 	acc := make([]value.Value, nw*mr*nc*unroll)
 	zero := cf(g.vf(), 0)
 	for i := range acc {
 		acc[i] = zero
-	}
-	if init != nil {
-		for m := 0; m < nw; m++ {
-			for r := 0; r < mr; r++ {
-				for c := 0; c < nc; c++ {
-					i := at(m, r, c, 0)
-					if _, vec := init[m][r][c].Type().(*types.VectorType); vec {
-						acc[i] = init[m][r][c]
-						continue
-					}
-					acc[i] = g.b.NewInsertElement(zero, init[m][r][c], ci32(0))
-				}
-			}
-		}
 	}
 	// step accumulates one vector of every row and column at off; it
 	// prefetches for the pfBytes of each weight row from off (0: none).
@@ -492,9 +306,6 @@ func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int
 		xv := make([]value.Value, mr)
 		for r := range xv {
 			xv[r] = g.loadVec(gir.F32, L, xr[r], off, mask)
-		}
-		if pf.next != nil && u == 0 {
-			g.prefetch(et, pf.next, off)
 		}
 		for m := 0; m < nw; m++ {
 			for c := 0; c < nc; c++ {
@@ -616,10 +427,7 @@ func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int
 				for u := range parts {
 					parts[u] = acc[at(m, r, c, u)]
 				}
-				d[m][r][c] = g.sum(parts)
-				if !keepVectors {
-					d[m][r][c] = g.reduce(d[m][r][c])
-				}
+				d[m][r][c] = g.reduce(g.sum(parts))
 			}
 		}
 	}

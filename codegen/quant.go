@@ -3,7 +3,7 @@ package codegen
 // Kernels for llama.cpp's block-quantised weights (q8_0, q4_0; see
 // ir/quant.go for the layouts). Activations stay f32: each block's f16 scale
 // is widened, its 32 integers are widened to f32 vectors (in registers, or
-// for prefill into a packed f32 buffer the f32 tiles read) and multiplied
+// for prefill into the f32 panels of panel.go) and multiplied
 // with x, so the result is that of an f32 matmul with the dequantised
 // weights (what the interpreter and the float64 references for the
 // quantised GGUFs compute). Only q4_0 decode on VNNI targets quantises x
@@ -103,23 +103,10 @@ func checkQuant(dt gir.DType, k int) error {
 	return nil
 }
 
-// packQuantPrefill lets benchmarks compare prefill with the weights widened
-// in the tile (qdotTile) against the packed path.
-var packQuantPrefill = true
-
-// packsQuantized reports whether a prefill of R rows dequantises its weights
-// into an f32 buffer per column tile and K block (emitGemm) rather than
-// widening every block again in every row tile (qdotTile): on the 2B shapes
-// at R = 128, 1.25–1.3× (go test ./codegen -bench 'Q.*Prefill', one thread;
-// GEMMAC_QPACK=0 for the other), and in the 2B model, with the next block's
-// rows prefetched, q4_0 prefill went from 51–53 to 70–72 tok/s.
-func packsQuantized(R int) bool { return packQuantPrefill && R > maxBatchRows }
-
 // qGranule is the column granule of a quantised matmul of R rows of K.
 func qGranule(R, K, nw int) int64 {
-	if packsQuantized(R) {
-		_, nc, _ := gemmTiling(R, K, nw, gir.F32)
-		return int64(nc)
+	if usesPanels(R) {
+		return panelGranule(nw)
 	}
 	_, nc := qTiling(R, nw, 16)
 	if R == 1 {
@@ -141,23 +128,23 @@ func lcm(a, b int) int {
 // qTiling picks the register tile for nw quantised weight matrices: mr rows
 // of x × nc weight rows (output columns). Decode (R=1) keeps 8 weight rows
 // in flight (4 per matrix for GeGLU), like the bf16 GEMV. A batched decode
-// step (and prefill without packsQuantized) reuses each dequantised (and
-// scaled) block for mr rows (4 × 4 columns, or 4 × 2 of each GeGLU matrix:
-// 1.65× faster than 2 × 4 on the 2B GeGLU); narrower targets (fewer
+// step reuses each dequantised (and scaled) block for mr rows (4 × 4
+// columns, or 4 × 2 of each GeGLU matrix: 1.65× faster than 2 × 4 on the 2B
+// GeGLU, measured at prefill's 128 rows); narrower targets (fewer
 // registers) halve mr. The granule (nc) does not depend on the target.
 func qTiling(R, nw, lanes int) (mr, nc int) {
 	if R == 1 {
 		return 1, qDecodeNC[nw-1]
 	}
-	mr, nc = qPrefillTile[nw-1][0], qPrefillTile[nw-1][1]
+	mr, nc = qBatchTile[nw-1][0], qBatchTile[nw-1][1]
 	if lanes < 16 {
 		mr = (mr + 1) / 2
 	}
 	return mr, nc
 }
 
-// qPrefillTile is the prefill tile (mr, nc) for one and two matrices.
-var qPrefillTile = [2][2]int{{4, 4}, {4, 2}}
+// qBatchTile is the batched decode tile (mr, nc) for one and two matrices.
+var qBatchTile = [2][2]int{{4, 4}, {4, 2}}
 
 // qDecodeNC is the decode column tile: weight rows in flight for one
 // matrix (QMatmul) and per matrix for two (QGeGLU). The byte dot-product
@@ -189,8 +176,8 @@ func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Val
 		emitQGemvInt8(g, K, nw, epi)
 		return
 	}
-	if packsQuantized(R) {
-		emitGemm(g, R, K, N, dt, nw, epi)
+	if usesPanels(R) {
+		emitPanelGemm(g, R, K, N, dt, nw, epi)
 		return
 	}
 	mr, nc := qTiling(R, nw, g.L())
@@ -308,60 +295,6 @@ func (g *gen) qScaledWeights(dt gir.DType, p, boff, d value.Value) []value.Value
 	return ws
 }
 
-// packWeights dequantises (or widens) weights [k0, k0+klen) of a prefill
-// column tile — rows j..j+nc of each matrix in ws, stored as dt — into the
-// f32 rows wr (klen floats each), with qScaledWeights' single rounding of
-// q·d: the values the f32 tile then reads are the dequantised weights
-// exactly. k0 and klen are whole blocks.
-func (g *gen) packWeights(dt gir.DType, ws []value.Value, K int, j value.Value, nc int, k0 value.Value, klen int, wr [][]value.Value) {
-	L := g.L()
-	if !dt.IsQuantized() {
-		// Float rows are packed only when their stride is a multiple of
-		// 2 KiB (rowsShareL1Sets): K is then a multiple of 512 elements,
-		// so the last K block, like the others, is whole vectors.
-		if klen%L != 0 {
-			panic(fmt.Sprintf("codegen: packing a K block of %d %v weights, not whole %d-lane vectors", klen, dt, L))
-		}
-		for m := range ws {
-			for c := 0; c < nc; c++ {
-				row := g.gep(elemType(dt), ws[m], g.add(g.mulc(g.addc(j, int64(c)), int64(K)), k0))
-				g.forRange(ci64(0), ci64(int64(klen)), int64(L), func(k value.Value) {
-					g.storeVec(g.loadVec(dt, L, row, k, nil), wr[m][c], k, nil)
-				})
-			}
-		}
-		return
-	}
-	bb := int64(dt.BlockBytes())
-	for m := range ws {
-		for c := 0; c < nc; c++ {
-			row := g.rowBytesAt(dt, ws[m], K, g.addc(j, int64(c)), k0)
-			g.forRange(ci64(0), ci64(int64(klen/gir.QK)), 1, func(b value.Value) {
-				boff := g.mulc(b, bb)
-				d := g.loadHalfSplatAt(row, boff, L)
-				for i, v := range g.qScaledWeights(dt, row, boff, d) {
-					g.storeVec(v, wr[m][c], g.addc(g.mulc(b, gir.QK), int64(i*L)), nil)
-				}
-			})
-		}
-	}
-}
-
-// prefetchTileRows prefetches weights [k0, k0+klen) of rows j..j+nc of
-// each matrix in ws, stored as dt (one prefetch per cache line; past the
-// last row they are hints that do nothing).
-func (g *gen) prefetchTileRows(dt gir.DType, ws []value.Value, K int, j value.Value, nc int, k0 value.Value, klen int) {
-	span := int64(dt.BytesFor(klen))
-	for _, w := range ws {
-		for c := 0; c < nc; c++ {
-			row := g.rowBytesAt(dt, w, K, g.addc(j, int64(c)), k0)
-			for o := int64(0); o < span; o += 64 {
-				g.prefetch(tI8, row, ci64(o))
-			}
-		}
-	}
-}
-
 // rowBytesAt is a byte pointer to the block holding element k0 (a whole
 // number of blocks; any element for float dtypes) of row `row` of w, a
 // matrix of K-element rows stored as dt.
@@ -375,8 +308,8 @@ func (g *gen) rowBytesAt(dt gir.DType, w value.Value, K int, row, k0 value.Value
 
 // qdotTile returns d[m][r][c] = Σ_k x[r0+r, k] · w_m[j0+c, k] for an mr×nc
 // tile of quantised weights. Decode (mr = 1) sums x·q over a block and scales
-// the block's partial sum by d (one FMA per block and column); prefill scales
-// the widened weights once and uses them for all mr rows.
+// the block's partial sum by d (one FMA per block and column); a batched
+// step scales the widened weights once and uses them for all mr rows.
 func (g *gen) qdotTile(x value.Value, ws []value.Value, dt gir.DType, K int, r0, j0 value.Value, mr, nc int) [][][]value.Value {
 	L := g.L()
 	nv := gir.QK / L // vectors per block

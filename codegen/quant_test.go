@@ -224,11 +224,13 @@ func quantCases() []kcase {
 			qmatmulCase(5, 96, 9, dt, 5, 30),
 			qmatmulCase(5, 2304, 7, dt, 3, 0),
 			qmatmulCase(16, 96, 6, dt, 13, 0),
-			// Prefill (packed): K blocks of whole q blocks, a column tail,
+			// Prefill (panels): K blocks of whole q blocks, a column tail,
 			// rows left over from the row tiles.
 			qmatmulCase(16, 2304, 13, dt, 11, 0),
 			qmatmulCase(12, 4608, 7, dt, 12, 30),
 			qgegluCase(16, 2304, 9, dt, 14),
+			qmatmulCase(13, 1024, 150, dt, 13, 0), // prefill panels: two whole and a masked one
+			qgegluCase(9, 320, 70, dt, 9),
 			qgegluCase(10, 160, 5, dt, 9),
 			qgegluCase(1, 64, 7, dt, 1),
 			qgegluCase(1, 2304, 9, dt, 1),
@@ -320,12 +322,10 @@ func getQBenchLib(b *testing.B) *lib {
 		}
 		for i, e := range []string{"GEMMAC_QTILE1", "GEMMAC_QTILE2"} {
 			if v := os.Getenv(e); v != "" {
-				fmt.Sscanf(v, "%dx%d", &qPrefillTile[i][0], &qPrefillTile[i][1])
+				fmt.Sscanf(v, "%dx%d", &qBatchTile[i][0], &qBatchTile[i][1])
 			}
 		}
-		if os.Getenv("GEMMAC_QPACK") == "0" {
-			packQuantPrefill = false
-		}
+		panelKnobs()
 		if os.Getenv("GEMMAC_INT8") == "0" {
 			int8Decode = false
 		}
