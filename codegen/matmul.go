@@ -288,7 +288,6 @@ func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int
 	prefetch := pf.bytes
 	nw, nc := len(wr), len(wr[0])
 	et := elemType(dt)
-	klen := K
 	xr := make([]value.Value, mr)
 	for r := range xr {
 		xr[r] = g.gep(tF32, x, g.mulc(g.addc(r0, int64(r)), int64(K)))
@@ -317,7 +316,7 @@ func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int
 				for b := int64(0); prefetch > 0 && b < pfBytes; b += 64 {
 					idx := g.addc(off, (int64(prefetch)+b)/int64(dt.Size()))
 					if pf.acrossTiles && nc > 1 {
-						past := g.b.NewICmp(enum.IPredSGE, idx, ci64(int64(klen)))
+						past := g.b.NewICmp(enum.IPredSGE, idx, ci64(int64(K)))
 						idx = g.b.NewSelect(past, g.addc(idx, int64((nc-1)*K)), idx)
 					}
 					g.prefetch(et, wr[m][c], idx)
@@ -379,7 +378,7 @@ func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int
 	if pair && unroll%2 == 1 {
 		chunk = 2 * L
 	}
-	full := klen / chunk * chunk
+	full := K / chunk * chunk
 	if full > 0 {
 		_, acc = g.loop(ci64(0), ci64(int64(full)), int64(chunk), acc, func(k value.Value, acc []value.Value) []value.Value {
 			if pair {
@@ -409,11 +408,11 @@ func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int
 			return acc
 		})
 	}
-	for k := full; k < klen; k += L {
+	for k := full; k < K; k += L {
 		var mask value.Value
 		pfBytes := int64(L * unroll * dt.Size())
-		if klen-k < L {
-			mask, pfBytes = maskConst(L, klen-k), 0
+		if K-k < L {
+			mask, pfBytes = maskConst(L, K-k), 0
 		}
 		acc = step(ci64(int64(k)), mask, 0, acc, pfBytes)
 	}
@@ -446,32 +445,6 @@ var (
 // are at most this long reads them one at a time (see gemmTiling).
 var shortDecodeRowBytes int64 = 4608
 
-// prefillTileBytes bounds the weights of a prefill column tile (nw·nc rows
-// of one K block) so they stay in L1 while the rows of x stream; K is split
-// into equal blocks to fit. 0 disables K blocking.
-var prefillTileBytes int64 = 18432
-
-// l1SetSpan is the address span over which an L1 data cache's set index
-// wraps: 64 sets of 64-byte lines on current x86-64 and arm64 cores.
-const l1SetSpan = 4096
-
-// rowsShareL1Sets reports whether weight rows rowBytes apart start at no
-// more than two offsets within l1SetSpan. A prefill column tile's K block of
-// such rows then crowds into a few L1 sets and evicts itself while the rows
-// of x pass, so the tile is packed (like quantised weights) into a
-// contiguous f32 buffer first. Measured alternating with the FMA probe on
-// 2 threads, rows 8–36 KiB apart (the 2B's o and down projections, the
-// 9B's q at f32) ran 1.02–1.03× faster packed with the weights in huge
-// pages (as a binary stages them; its profile agrees: 1.01× down, 1.03×
-// o) and 1.05–1.29× in 4 KiB pages; rows 4.5–9 KiB apart (the 2B's q, k,
-// v, gate and up), which spread over the sets, measured 0.97–1.02× packed
-// and stay as they are.
-func rowsShareL1Sets(rowBytes int64) bool { return rowBytes%(l1SetSpan/2) == 0 }
-
-// vectorPartialBytes bounds the stack scratch of vector partial sums
-// between K blocks (nw·R·nc vectors); larger tiles keep scalar sums.
-var vectorPartialBytes int64 = 64 << 10
-
 // deinterleaveX: bf16 decode de-interleaves x once per call (K ≤ 4096)
 // instead of shuffling it in every pair step.
 var deinterleaveX = true
@@ -492,13 +465,7 @@ var batchPrefetch = 1024
 type prefetchPlan struct {
 	bytes                   int
 	wholeLines, acrossTiles bool
-	// next (prefill tiles): a weight row of the next block, prefetched at
-	// the offset each step reads.
-	next value.Value
 }
-
-// prefillPrefetch: prefill tiles prefetch the next block's weights.
-var prefillPrefetch = true
 
 // batchAcrossTiles: batched decode tiles prefetch across column tiles, so
 // a tile's rows start warm.
