@@ -172,8 +172,7 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 
 	// block runs the K block [k0, k0+klen) of the panel at j: packs it,
 	// then every row tile (the rows left over, fewer than mr, as one tile).
-	// lastCol (nil: none) is the chunk's last column, for a panel that
-	// reaches past it.
+	// lastCol is the chunk's last column (packPanel).
 	block := func(j, lastCol value.Value, mask func(v int) value.Value, k0 value.Value, klen int, first, last bool) {
 		g.packPanel(src, ws, K, j, lastCol, P, k0, klen, kb, panel)
 		// The next block's weights (this panel's next K block, or the
@@ -205,23 +204,23 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 		}
 		block(j, lastCol, mask, ci64(int64(nfull*kb)), K-nfull*kb, false, true)
 	}
-	whole := func(int) value.Value { return nil }
-	j := g.forRange(g.lo, g.addc(g.hi, -int64(P-1)), int64(P), func(j value.Value) { columns(j, nil, whole) })
-	// The chunk's last columns, fewer than P (chunks are whole panels in
-	// runs, but any split must work): rows past hi repeat its last one in
-	// the panel, and the stores stop at hi.
-	g.ifThen(g.slt(j, g.hi), func() {
-		left := g.b.NewTrunc(g.sub(g.hi, j), tI32)
-		lanes := make([]constant.Constant, L)
-		for i := range lanes {
-			lanes[i] = ci32(int64(i))
-		}
-		lane := constant.NewVector(vecT(L, tI32), lanes...)
+	// One path for every panel: a chunk is whole panels but for its last
+	// columns when it ends short of one (any split must work), so the
+	// stores are masked to the columns left (all of them, but at the end)
+	// and rows past hi repeat its last one in the panel.
+	lanes := make([]constant.Constant, L)
+	for i := range lanes {
+		lanes[i] = ci32(int64(i))
+	}
+	lane := constant.NewVector(vecT(L, tI32), lanes...)
+	lastCol := g.addc(g.hi, -1)
+	g.forRange(g.lo, g.hi, int64(P), func(j value.Value) {
+		left := g.b.NewTrunc(g.smin(g.sub(g.hi, j), ci64(int64(P))), tI32)
 		masks := make([]value.Value, nv)
 		for v := range masks {
 			masks[v] = g.b.NewICmp(enum.IPredSLT, g.add(lane, g.splat(ci32(int64(v*L)), L)), g.splat(left, L))
 		}
-		columns(j, g.addc(g.hi, -1), func(v int) value.Value { return masks[v] })
+		columns(j, lastCol, func(v int) value.Value { return masks[v] })
 	})
 }
 
@@ -256,16 +255,12 @@ func (p prefetchNext) line(g *gen, i value.Value) {
 // packPanel widens (or dequantises) weights [k0, k0+klen) of rows j..j+P of
 // each matrix in ws, stored as src, into panel: matrix m's k-th row of P
 // floats at (m·kb + k)·P holds the P weights of column k. Rows past lastCol
-// (nil: none are) read row lastCol instead. L rows at a time are loaded a
+// read row lastCol instead. L rows at a time are loaded a
 // vector (or a quantised block) along k each and transposed in registers.
 func (g *gen) packPanel(src gir.DType, ws []value.Value, K int, j, lastCol value.Value, P int, k0 value.Value, klen, kb int, panel value.Value) {
 	L := g.L()
 	row := func(c int) value.Value {
-		r := g.addc(j, int64(c))
-		if lastCol != nil {
-			r = g.smin(r, lastCol)
-		}
-		return r
+		return g.smin(g.addc(j, int64(c)), lastCol)
 	}
 	for m := range ws {
 		for c0 := 0; c0 < P; c0 += L {
