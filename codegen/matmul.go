@@ -167,14 +167,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	}
 
 	L0 := g.L()
-	out := g.argPtr(0, tF32)
-	x := g.argPtr(1, tF32)
-	ws := make([]value.Value, nw)
-	for m := range ws {
-		ws[m] = g.argPtr(2+m, elemType(dt))
-	}
-	_, nvalid := g.scalars(2 + nw)
-	nvalid = g.smin(nvalid, ci64(int64(R)))
+	out, x, ws, nvalid := g.gemmArgs(R, nw, srcElemType(dt))
 
 	// bf16 decode: de-interleave x once per call into a stack copy (even
 	// elements then odd ones per pair of vectors) for the pair step.
@@ -217,16 +210,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 			g.vectorEpilogue(d, out, r0, j, N, epi)
 			return
 		}
-		for r := 0; r < mr; r++ {
-			rowOff := g.mulc(g.addc(r0, int64(r)), int64(N))
-			for c := 0; c < nc; c++ {
-				vals := make([]value.Value, nw)
-				for m := range vals {
-					vals[m] = d[m][r][c]
-				}
-				g.store(epi(vals), out, g.add(rowOff, g.addc(j, int64(c))))
-			}
-		}
+		g.storeTile(d, out, r0, j, N, epi)
 	}
 	rows := func(j value.Value, nc int) {
 		if !smallBatch(R) {
@@ -242,6 +226,33 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { rows(j, nc) })
 	if nc > 1 {
 		g.forRange(j, g.hi, 1, func(j value.Value) { rows(j, 1) })
+	}
+}
+
+// gemmArgs are a matmul kernel's args: out, x, the nw weight matrices (as
+// pointers to elem) and the rows to compute (n_valid, at most R).
+func (g *gen) gemmArgs(R, nw int, elem types.Type) (out, x value.Value, ws []value.Value, nvalid value.Value) {
+	out, x = g.argPtr(0, tF32), g.argPtr(1, tF32)
+	ws = make([]value.Value, nw)
+	for m := range ws {
+		ws[m] = g.argPtr(2+m, elem)
+	}
+	_, nvalid = g.scalars(2 + nw)
+	return out, x, ws, g.smin(nvalid, ci64(int64(R)))
+}
+
+// storeTile stores epi of a tile's results d[m][r][c] (one scalar per
+// weight matrix m) to out[r0+r, j+c], one by one.
+func (g *gen) storeTile(d [][][]value.Value, out, r0, j value.Value, N int, epi func(d []value.Value) value.Value) {
+	for r := range d[0] {
+		rowOff := g.mulc(g.addc(r0, int64(r)), int64(N))
+		for c := range d[0][r] {
+			vals := make([]value.Value, len(d))
+			for m := range vals {
+				vals[m] = d[m][r][c]
+			}
+			g.store(epi(vals), out, g.add(rowOff, g.addc(j, int64(c))))
+		}
 	}
 }
 

@@ -73,14 +73,7 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 	}
 	kb = min(kb, K)
 
-	out := g.argPtr(0, tF32)
-	x := g.argPtr(1, tF32)
-	ws := make([]value.Value, nw)
-	for m := range ws {
-		ws[m] = g.argPtr(2+m, srcElemType(src))
-	}
-	_, nvalid := g.scalars(2 + nw)
-	nvalid = g.smin(nvalid, ci64(int64(R)))
+	out, x, ws, nvalid := g.gemmArgs(R, nw, srcElemType(src))
 	panel := g.stack(tF32, nw*kb*P)
 	var scratch value.Value // GeGLU's partial sums: nw × R × P
 	if nw > 1 && kb < K {

@@ -181,28 +181,11 @@ func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Val
 		return
 	}
 	mr, nc := qTiling(R, nw, g.L())
-	out := g.argPtr(0, tF32)
-	x := g.argPtr(1, tF32)
-	ws := make([]value.Value, nw)
-	for m := range ws {
-		ws[m] = g.argPtr(2+m, tI8)
-	}
-	_, nvalid := g.scalars(2 + nw)
-	nvalid = g.smin(nvalid, ci64(int64(R)))
+	out, x, ws, nvalid := g.gemmArgs(R, nw, tI8)
 
 	cols := func(j value.Value, nc int) {
 		tile := func(r0 value.Value, mr int) {
-			d := g.qdotTile(x, ws, dt, K, r0, j, mr, nc)
-			for r := 0; r < mr; r++ {
-				rowOff := g.mulc(g.addc(r0, int64(r)), int64(N))
-				for c := 0; c < nc; c++ {
-					vals := make([]value.Value, nw)
-					for m := range vals {
-						vals[m] = d[m][r][c]
-					}
-					g.store(epi(vals), out, g.add(rowOff, g.addc(j, int64(c))))
-				}
-			}
+			g.storeTile(g.qdotTile(x, ws, dt, K, r0, j, mr, nc), out, r0, j, N, epi)
 		}
 		var r value.Value = ci64(0)
 		if mr > 1 {
