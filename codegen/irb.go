@@ -102,6 +102,16 @@ func maskConst(n, k int) constant.Constant {
 	return constant.NewVector(vecT(n, tI1), elems...)
 }
 
+// maskBelow is an <n x i1> with lanes i < k set (k an i64 known only at
+// run time; k ≤ 0 sets none, k ≥ n all).
+func (g *gen) maskBelow(n int, k value.Value) value.Value {
+	lanes := make([]constant.Constant, n)
+	for i := range lanes {
+		lanes[i] = ci64(int64(i))
+	}
+	return g.slt(constant.NewVector(vecT(n, tI64), lanes...), g.splat(k, n))
+}
+
 // ---- integer arithmetic (i64) ----
 
 func (g *gen) add(x, y value.Value) value.Value { return g.b.NewAdd(x, y) }

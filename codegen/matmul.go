@@ -167,7 +167,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 	}
 
 	L0 := g.L()
-	out, x, ws, nvalid := g.gemmArgs(R, nw, srcElemType(dt))
+	out, x, ws, nvalid := g.gemmArgs(R, nw, elemType(dt))
 
 	// bf16 decode: de-interleave x once per call into a stack copy (even
 	// elements then odd ones per pair of vectors) for the pair step.
@@ -472,7 +472,7 @@ var batchPrefetch = 1024
 // not at all); wholeLines steps the loop over whole cache lines of each
 // row so each line is prefetched once; acrossTiles carries each row's
 // prefetch past its end into the next column tile's row (rows of K
-// elements, one K block).
+// elements).
 type prefetchPlan struct {
 	bytes                   int
 	wholeLines, acrossTiles bool

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	gir "github.com/gemmac/gemmac/ir"
-	"github.com/llir/llvm/ir/constant"
 	"github.com/llir/llvm/ir/enum"
 	"github.com/llir/llvm/ir/value"
 )
@@ -71,7 +70,7 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 	if src.IsQuantized() {
 		kb = (kb + gir.QK - 1) / gir.QK * gir.QK // whole blocks
 	}
-	kb = min(kb, K)
+	kb = min(kb, K) // rounding up may pass K
 
 	out, x, ws, nvalid := g.gemmArgs(R, nw, srcElemType(src))
 	panel := g.stack(tF32, nw*kb*P)
@@ -81,9 +80,9 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 	}
 
 	// tile accumulates rows [r0, r0+mr) × the panel's P columns from j over
-	// K elements [k0, k0+klen); mask(v) limits the stores of vector v (nil:
-	// all lanes).
-	tile := func(j value.Value, mask func(v int) value.Value, r0 value.Value, mr int, k0 value.Value, klen int, first, last bool, pf prefetchNext) {
+	// K elements [k0, k0+klen); masks[v] limits the stores of vector v to
+	// the chunk's columns.
+	tile := func(j value.Value, masks []value.Value, r0 value.Value, mr int, k0 value.Value, klen int, first, last bool, pf prefetchNext) {
 		at := func(m, r, v int) int { return (m*mr+r)*nv + v }
 		outIdx := func(r, v int) value.Value {
 			return g.add(g.mulc(g.addc(r0, int64(r)), int64(N)), g.addc(j, int64(v*L)))
@@ -99,7 +98,7 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 					case first:
 						acc[at(m, r, v)] = cf(g.vf(), 0)
 					case nw == 1:
-						acc[at(m, r, v)] = g.loadF(out, outIdx(r, v), mask(v))
+						acc[at(m, r, v)] = g.loadF(out, outIdx(r, v), masks[v])
 					default:
 						acc[at(m, r, v)] = g.loadF(scratch, scratchIdx(m, r, v), nil)
 					}
@@ -151,9 +150,9 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 					for m := range vals {
 						vals[m] = acc[at(m, r, v)]
 					}
-					g.storeVec(epi(vals), out, outIdx(r, v), mask(v))
+					g.storeVec(epi(vals), out, outIdx(r, v), masks[v])
 				case nw == 1:
-					g.storeVec(acc[at(0, r, v)], out, outIdx(r, v), mask(v))
+					g.storeVec(acc[at(0, r, v)], out, outIdx(r, v), masks[v])
 				default:
 					for m := 0; m < nw; m++ {
 						g.storeVec(acc[at(m, r, v)], scratch, scratchIdx(m, r, v), nil)
@@ -163,10 +162,15 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 		}
 	}
 
+	// A chunk is whole panels but for its last columns when it ends short
+	// of one (any split must work): one path serves both, its stores
+	// masked to the columns left (all of them, but at the end) and rows
+	// past hi repeating its last one in the panel (packPanel).
+	lastCol := g.addc(g.hi, -1)
+
 	// block runs the K block [k0, k0+klen) of the panel at j: packs it,
 	// then every row tile (the rows left over, fewer than mr, as one tile).
-	// lastCol is the chunk's last column (packPanel).
-	block := func(j, lastCol value.Value, mask func(v int) value.Value, k0 value.Value, klen int, first, last bool) {
+	block := func(j value.Value, masks []value.Value, k0 value.Value, klen int, first, last bool) {
 		g.packPanel(src, ws, K, j, lastCol, P, k0, klen, kb, panel)
 		// The next block's weights (this panel's next K block, or the
 		// next panel's first) come from memory while this one's row
@@ -175,45 +179,35 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 		if last {
 			jn, kn = g.addc(j, int64(P)), ci64(0)
 		}
-		pf := prefetchNext{src: src, ws: ws, K: K, rows: P, j: jn, k0: kn, klen: min(kb, K)}
+		pf := prefetchNext{src: src, ws: ws, K: K, rows: P, j: jn, k0: kn, klen: kb}
 		r := g.forRange(ci64(0), g.addc(nvalid, -int64(mr-1)), int64(mr), func(r0 value.Value) {
-			tile(j, mask, r0, mr, k0, klen, first, last, pf)
+			tile(j, masks, r0, mr, k0, klen, first, last, pf)
 		})
 		n := g.b.NewSub(nvalid, r)
 		for rows := mr - 1; rows >= 1; rows-- {
-			g.ifThen(g.b.NewICmp(enum.IPredEQ, n, ci64(int64(rows))), func() { tile(j, mask, r, rows, k0, klen, first, last, prefetchNext{}) })
+			g.ifThen(g.b.NewICmp(enum.IPredEQ, n, ci64(int64(rows))), func() { tile(j, masks, r, rows, k0, klen, first, last, prefetchNext{}) })
 		}
 	}
 	nfull := (K - 1) / kb // K blocks before the last
-	columns := func(j, lastCol value.Value, mask func(v int) value.Value) {
-		block(j, lastCol, mask, ci64(0), min(kb, K), true, nfull == 0)
+	columns := func(j value.Value, masks []value.Value) {
+		block(j, masks, ci64(0), kb, true, nfull == 0)
 		if nfull == 0 {
 			return
 		}
 		if nfull > 1 {
 			g.forRange(ci64(int64(kb)), ci64(int64(nfull*kb)), int64(kb), func(k0 value.Value) {
-				block(j, lastCol, mask, k0, kb, false, false)
+				block(j, masks, k0, kb, false, false)
 			})
 		}
-		block(j, lastCol, mask, ci64(int64(nfull*kb)), K-nfull*kb, false, true)
+		block(j, masks, ci64(int64(nfull*kb)), K-nfull*kb, false, true)
 	}
-	// One path for every panel: a chunk is whole panels but for its last
-	// columns when it ends short of one (any split must work), so the
-	// stores are masked to the columns left (all of them, but at the end)
-	// and rows past hi repeat its last one in the panel.
-	lanes := make([]constant.Constant, L)
-	for i := range lanes {
-		lanes[i] = ci32(int64(i))
-	}
-	lane := constant.NewVector(vecT(L, tI32), lanes...)
-	lastCol := g.addc(g.hi, -1)
 	g.forRange(g.lo, g.hi, int64(P), func(j value.Value) {
-		left := g.b.NewTrunc(g.smin(g.sub(g.hi, j), ci64(int64(P))), tI32)
+		left := g.sub(g.hi, j)
 		masks := make([]value.Value, nv)
 		for v := range masks {
-			masks[v] = g.b.NewICmp(enum.IPredSLT, g.add(lane, g.splat(ci32(int64(v*L)), L)), g.splat(left, L))
+			masks[v] = g.maskBelow(L, g.addc(left, -int64(v*L)))
 		}
-		columns(j, lastCol, func(v int) value.Value { return masks[v] })
+		columns(j, masks)
 	})
 }
 
