@@ -3,9 +3,9 @@
 package gocoder
 
 // #cgo LDFLAGS: ${SRCDIR}/kernels.o -lm
-// extern void *gemmac_gocoder_f12a377a1cc8[];
+// extern void *gemmac_gocoder_2d43ad777a23[];
 import "C"
 
 import "unsafe"
 
-func kernelTable() unsafe.Pointer { return unsafe.Pointer(&C.gemmac_gocoder_f12a377a1cc8) }
+func kernelTable() unsafe.Pointer { return unsafe.Pointer(&C.gemmac_gocoder_2d43ad777a23) }
