@@ -23,14 +23,14 @@ type lib struct {
 	syms  map[string]uintptr
 	lanes int
 	// target is what the library was compiled for: its decode GEMVs may
-	// quantise x to bytes (QuantizesDecodeActivations).
+	// quantise x to bytes (QuantizesActivations).
 	target Target
 }
 
 // int8 reports whether the library's R-row GEMVs over weights of dt
-// quantise x to bytes.
+// quantise x to bytes themselves.
 func (l *lib) int8(R int, dt gir.DType) bool {
-	return R == 1 && l.target.QuantizesDecodeActivations(dt)
+	return R == 1 && l.target.QuantizesActivations(dt)
 }
 
 // buildLib compiles m, links it with gcc into a shared object (as the runtime

@@ -5,6 +5,7 @@ import (
 
 	gir "github.com/gemmac/gemmac/ir"
 	"github.com/llir/llvm/ir/enum"
+	"github.com/llir/llvm/ir/types"
 	"github.com/llir/llvm/ir/value"
 )
 
@@ -14,7 +15,8 @@ import (
 // register tile of mr rows × P columns then takes, per k, the panel's P/L
 // vectors and one broadcast x[r, k] per row, and accumulates whole output
 // vectors. Nothing is reduced across lanes, and every weight dtype runs the
-// same f32 tile.
+// same f32 tile, but for q4_0 where activations are quantised to bytes
+// (panel_int8.go).
 //
 // This replaced dot-product tiles (4 rows × 6 weight rows, each accumulator
 // a vector along k, summed across its lanes at the end of every K block)
@@ -49,18 +51,13 @@ func panelGranule(nw int) int64 { return int64(panelVectors[nw-1] * 16) }
 func usesPanels(R int) bool { return R > maxBatchRows }
 
 // emitPanelGemm is the prefill body of Matmul, GeGLU, QMatmul and QGeGLU
-// (nw weight matrices stored as src): panels of P columns over [lo, hi) —
-// the last, when the chunk is not whole panels, masked to what is left —
-// and inside each, K blocks, each packed once and then run by every row
-// tile. Partial sums between K blocks go to out (one matrix) or to a stack
-// scratch (GeGLU, whose epilogue needs both sums).
+// over f32 panels (nw weight matrices stored as src).
 func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []value.Value) value.Value) {
 	L := g.L()
 	P := int(panelGranule(nw)) // the same columns on every target
-	nv := P / L
 	mr := panelRows[nw-1]
 	if L < 16 {
-		mr = max(1, 12/(nv*nw)) // 16 registers: 12 accumulators
+		mr = max(1, 12/(P/L*nw)) // 16 registers: 12 accumulators
 	}
 	kb := K
 	if nb := (int64(nw*P*K)*4 + panelBytes - 1) / panelBytes; nb > 1 {
@@ -73,7 +70,41 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 	kb = min(kb, K) // rounding up may pass K
 
 	out, x, ws, nvalid := g.gemmArgs(R, nw, srcElemType(src))
-	panel := g.stack(tF32, nw*kb*P)
+	f := &floatPanel{src: src, ws: ws, x: x, K: K, P: P, kb: kb, panel: g.stack(tF32, nw*kb*P)}
+	emitPanels(g, f, panelShape{R: R, K: K, N: N, nw: nw, P: P, mr: mr, kb: kb, src: src, ws: ws}, out, nvalid, epi)
+}
+
+// panelShape is what the panel loops need to know of a matmul: R rows of K
+// to N columns from nw matrices (ws, stored as src), in panels of P columns
+// (per matrix) × K blocks of kb, run by row tiles of mr.
+type panelShape struct {
+	R, K, N, nw, P, mr, kb int
+	src                    gir.DType
+	ws                     []value.Value
+}
+
+// panelKind is how panels are filled and multiplied: widened to f32
+// (floatPanel) or as bytes for byte dot products (bytePanel).
+type panelKind interface {
+	// pack fills the panel of rows j..j+P of each matrix (rows past
+	// lastCol repeat it) with the K block [k0, k0+klen).
+	pack(g *gen, j, lastCol, k0 value.Value, klen int)
+	// accumulate adds rows [r0, r0+mr) × the packed panel, over the
+	// block's klen elements from k0, to acc (nw·mr·P/L vectors: matrix,
+	// then row, then vector). Each loop step prefetches a line of the
+	// next block (pf.line, numbered across the block's row tiles).
+	accumulate(g *gen, acc []value.Value, r0 value.Value, mr int, k0 value.Value, klen int, pf prefetchNext) []value.Value
+}
+
+// emitPanels runs panels of P columns over [lo, hi) — the last, when the
+// chunk is not whole panels, masked to what is left — and inside each, K
+// blocks, each packed once and then run by every row tile. Partial sums
+// between K blocks go to out (one matrix) or to a stack scratch (GeGLU,
+// whose epilogue needs both sums).
+func emitPanels(g *gen, kind panelKind, s panelShape, out, nvalid value.Value, epi func(d []value.Value) value.Value) {
+	L := g.L()
+	R, K, N, nw, P, kb := s.R, s.K, s.N, s.nw, s.P, s.kb
+	nv := P / L
 	var scratch value.Value // GeGLU's partial sums: nw × R × P
 	if nw > 1 && kb < K {
 		scratch = g.stack(tF32, nw*R*P)
@@ -105,43 +136,7 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 				}
 			}
 		}
-		xr := make([]value.Value, mr)
-		for r := range xr {
-			xr[r] = g.gep(tF32, x, g.add(g.mulc(g.addc(r0, int64(r)), int64(K)), k0))
-		}
-		step := func(k value.Value, acc []value.Value) []value.Value {
-			next := append([]value.Value(nil), acc...)
-			w := make([]value.Value, nw*nv)
-			for m := 0; m < nw; m++ {
-				for v := 0; v < nv; v++ {
-					w[m*nv+v] = g.loadF(panel, g.addc(g.mulc(k, int64(P)), int64(m*kb*P+v*L)), nil)
-				}
-			}
-			for r := 0; r < mr; r++ {
-				xb := g.splat(g.load(tF32, xr[r], k), L)
-				for m := 0; m < nw; m++ {
-					for v := 0; v < nv; v++ {
-						i := at(m, r, v)
-						next[i] = g.fma(xb, w[m*nv+v], next[i])
-					}
-				}
-			}
-			return next
-		}
-		const unroll = 2
-		full := klen / unroll * unroll
-		if full > 0 {
-			_, acc = g.loop(ci64(0), ci64(int64(full)), unroll, acc, func(k value.Value, acc []value.Value) []value.Value {
-				pf.line(g, g.add(g.mulc(g.b.NewUDiv(r0, ci64(int64(mr))), int64(full/unroll)), g.b.NewUDiv(k, ci64(unroll))))
-				for u := 0; u < unroll; u++ {
-					acc = step(g.addc(k, int64(u)), acc)
-				}
-				return acc
-			})
-		}
-		for k := full; k < klen; k++ {
-			acc = step(ci64(int64(k)), acc)
-		}
+		acc = kind.accumulate(g, acc, r0, mr, k0, klen, pf)
 		for r := 0; r < mr; r++ {
 			for v := 0; v < nv; v++ {
 				switch {
@@ -165,21 +160,22 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 	// A chunk is whole panels but for its last columns when it ends short
 	// of one (any split must work): one path serves both, its stores
 	// masked to the columns left (all of them, but at the end) and rows
-	// past hi repeating its last one in the panel (packPanel).
+	// past hi repeating its last one in the panel (pack).
 	lastCol := g.addc(g.hi, -1)
 
 	// block runs the K block [k0, k0+klen) of the panel at j: packs it,
 	// then every row tile (the rows left over, fewer than mr, as one tile).
 	block := func(j value.Value, masks []value.Value, k0 value.Value, klen int, first, last bool) {
-		g.packPanel(src, ws, K, j, lastCol, P, k0, klen, kb, panel)
+		kind.pack(g, j, lastCol, k0, klen)
 		// The next block's weights (this panel's next K block, or the
 		// next panel's first) come from memory while this one's row
-		// tiles run: one line per loop step of each full tile.
+		// tiles run.
 		jn, kn := j, g.addc(k0, int64(klen))
 		if last {
 			jn, kn = g.addc(j, int64(P)), ci64(0)
 		}
-		pf := prefetchNext{src: src, ws: ws, K: K, rows: P, j: jn, k0: kn, klen: kb}
+		mr := s.mr
+		pf := prefetchNext{src: s.src, ws: s.ws, K: K, rows: P, j: jn, k0: kn, klen: kb}
 		r := g.forRange(ci64(0), g.addc(nvalid, -int64(mr-1)), int64(mr), func(r0 value.Value) {
 			tile(j, masks, r0, mr, k0, klen, first, last, pf)
 		})
@@ -209,6 +205,64 @@ func emitPanelGemm(g *gen, R, K, N int, src gir.DType, nw int, epi func(d []valu
 		}
 		columns(j, masks)
 	})
+}
+
+// floatPanel packs panels as f32 (widened or dequantised from src) and
+// multiplies them with FMAs: per k, the panel's P/L vectors and one
+// broadcast x[r, k] per row.
+type floatPanel struct {
+	src      gir.DType
+	ws       []value.Value
+	x        value.Value
+	K, P, kb int
+	panel    value.Value // nw·kb·P floats
+}
+
+func (f *floatPanel) pack(g *gen, j, lastCol, k0 value.Value, klen int) {
+	g.packPanel(f.src, f.ws, f.K, j, lastCol, f.P, k0, klen, f.kb, f.panel)
+}
+
+func (f *floatPanel) accumulate(g *gen, acc []value.Value, r0 value.Value, mr int, k0 value.Value, klen int, pf prefetchNext) []value.Value {
+	L, nw, P := g.L(), len(f.ws), f.P
+	nv := P / L
+	xr := make([]value.Value, mr)
+	for r := range xr {
+		xr[r] = g.gep(tF32, f.x, g.add(g.mulc(g.addc(r0, int64(r)), int64(f.K)), k0))
+	}
+	step := func(k value.Value, acc []value.Value) []value.Value {
+		next := append([]value.Value(nil), acc...)
+		w := make([]value.Value, nw*nv)
+		for m := 0; m < nw; m++ {
+			for v := 0; v < nv; v++ {
+				w[m*nv+v] = g.loadF(f.panel, g.addc(g.mulc(k, int64(P)), int64(m*f.kb*P+v*L)), nil)
+			}
+		}
+		for r := 0; r < mr; r++ {
+			xb := g.splat(g.load(tF32, xr[r], k), L)
+			for m := 0; m < nw; m++ {
+				for v := 0; v < nv; v++ {
+					i := (m*mr+r)*nv + v
+					next[i] = g.fma(xb, w[m*nv+v], next[i])
+				}
+			}
+		}
+		return next
+	}
+	const unroll = 2
+	full := klen / unroll * unroll
+	if full > 0 {
+		_, acc = g.loop(ci64(0), ci64(int64(full)), unroll, acc, func(k value.Value, acc []value.Value) []value.Value {
+			pf.line(g, g.add(g.mulc(g.b.NewUDiv(r0, ci64(int64(mr))), int64(full/unroll)), g.b.NewUDiv(k, ci64(unroll))))
+			for u := 0; u < unroll; u++ {
+				acc = step(g.addc(k, int64(u)), acc)
+			}
+			return acc
+		})
+	}
+	for k := full; k < klen; k++ {
+		acc = step(ci64(int64(k)), acc)
+	}
+	return acc
 }
 
 // prefetchNext is the weights a panel block prefetches for the next: rows
@@ -305,25 +359,27 @@ func (g *gen) packPanel(src gir.DType, ws []value.Value, K int, j, lastCol value
 // transpose returns the transpose of n vectors of n lanes (n a power of
 // two): lane l of result i is lane i of vs[l]. Stage b swaps, in every pair
 // of vectors i and i+b (bit b of i clear), the lanes with bit b set in the
-// first for those with it clear in the second: n·log2(n) shuffles.
+// first for those with it clear in the second: n·log2(n) shuffles. Vectors
+// of more lanes than n are transposed in slices of n lanes alike.
 func (g *gen) transpose(vs []value.Value) []value.Value {
 	n := len(vs)
-	if n&(n-1) != 0 {
-		panic(fmt.Sprintf("codegen: transposing %d vectors", n))
+	w := int(vs[0].Type().(*types.VectorType).Len)
+	if n&(n-1) != 0 || w%n != 0 {
+		panic(fmt.Sprintf("codegen: transposing %d vectors of %d lanes", n, w))
 	}
 	t := append([]value.Value(nil), vs...)
 	for b := 1; b < n; b *= 2 {
-		lo := shuffleMask(n, func(l int) int {
+		lo := shuffleMask(w, func(l int) int {
 			if l&b == 0 {
 				return l
 			}
-			return n + l - b
+			return w + l - b
 		})
-		hi := shuffleMask(n, func(l int) int {
+		hi := shuffleMask(w, func(l int) int {
 			if l&b == 0 {
 				return l + b
 			}
-			return n + l
+			return w + l
 		})
 		for i := 0; i < n; i++ {
 			if i&b != 0 {

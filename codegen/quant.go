@@ -6,8 +6,8 @@ package codegen
 // for prefill into the f32 panels of panel.go) and multiplied
 // with x, so the result is that of an f32 matmul with the dequantised
 // weights (what the interpreter and the float64 references for the
-// quantised GGUFs compute). Only q4_0 decode on VNNI targets quantises x
-// for integer dot products (quant_int8.go).
+// quantised GGUFs compute). Only q4_0 on VNNI targets quantises x for
+// integer dot products: decode (quant_int8.go) and prefill (panel_int8.go).
 
 import (
 	"fmt"
@@ -20,19 +20,26 @@ import (
 // QMatmul is Matmul for q8_0 / q4_0 weights: out[r,j] = Σ_k x[r,k]·w[j,k]
 // (+ optional softcap epilogue), w dequantised block by block.
 //
-// Args: out f32[R×N], x f32[R×K], w WType[N×K] (N rows of K/32 blocks),
+// Args: out f32[R×N], x f32[R×K] (with XBytes, QuantizeRows' output for
+// it), w WType[N×K] (N rows of K/32 blocks),
 // scalars i64{pos, n_valid}. Items: the N output columns; rows ≥ n_valid are
 // not computed. K must be a multiple of 32.
 type QMatmul struct {
 	R, K, N int
 	WType   gir.DType // Q8_0 or Q4_0
 	Softcap float64   // 0: none; c > 0: out = c·tanh(out/c)
+	// XBytes: x is QuantizeRows' output for R rows of K (byte panels:
+	// q4_0 prefill where Target.QuantizesPrefill).
+	XBytes bool
 }
 
 func (s QMatmul) Name() string {
 	n := fmt.Sprintf("qmatmul_r%d_k%d_n%d_%s", s.R, s.K, s.N, s.WType)
 	if s.Softcap != 0 {
 		n += "_softcap" + fname(s.Softcap)
+	}
+	if s.XBytes {
+		n += "_xq8"
 	}
 	return n
 }
@@ -50,11 +57,14 @@ func (s QMatmul) Validate() error {
 	if s.Softcap < 0 {
 		return fmt.Errorf("softcap must be ≥ 0")
 	}
+	if err := checkXBytes(s.XBytes, s.R, s.WType); err != nil {
+		return err
+	}
 	return checkQuant(s.WType, s.K)
 }
 
 func (s QMatmul) emit(g *gen) {
-	emitQGemm(g, s.R, s.K, s.N, s.WType, 1, func(d []value.Value) value.Value {
+	emitQGemm(g, s.R, s.K, s.N, s.WType, 1, s.XBytes, func(d []value.Value) value.Value {
 		if s.Softcap != 0 {
 			return g.softcap(d[0], s.Softcap)
 		}
@@ -70,10 +80,15 @@ func (s QMatmul) emit(g *gen) {
 type QGeGLU struct {
 	R, K, F int
 	WType   gir.DType
+	XBytes  bool // as QMatmul's
 }
 
 func (s QGeGLU) Name() string {
-	return fmt.Sprintf("qgeglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
+	n := fmt.Sprintf("qgeglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
+	if s.XBytes {
+		n += "_xq8"
+	}
+	return n
 }
 func (s QGeGLU) Items() int64       { return int64(s.F) }
 func (s QGeGLU) Granule() int64     { return qGranule(s.R, s.K, 2) }
@@ -84,13 +99,24 @@ func (s QGeGLU) Validate() error {
 	if err := positive("R, K and F", s.R, s.K, s.F); err != nil {
 		return err
 	}
+	if err := checkXBytes(s.XBytes, s.R, s.WType); err != nil {
+		return err
+	}
 	return checkQuant(s.WType, s.K)
 }
 
 func (s QGeGLU) emit(g *gen) {
-	emitQGemm(g, s.R, s.K, s.F, s.WType, 2, func(d []value.Value) value.Value {
+	emitQGemm(g, s.R, s.K, s.F, s.WType, 2, s.XBytes, func(d []value.Value) value.Value {
 		return g.fmul(g.gelu(d[0]), d[1])
 	})
+}
+
+// checkXBytes: byte panels are for q4_0 prefill.
+func checkXBytes(xbytes bool, R int, dt gir.DType) error {
+	if xbytes && (dt != gir.Q4_0 || !usesPanels(R)) {
+		return fmt.Errorf("x as bytes is for q4_0 weights and more than %d rows, not %v and %d", maxBatchRows, dt, R)
+	}
+	return nil
 }
 
 func checkQuant(dt gir.DType, k int) error {
@@ -168,12 +194,17 @@ func (g *gen) prefetchNextTile(ws []value.Value, rowBytes int64, j0 value.Value,
 	}
 }
 
-// emitQGemm is the shared body of QMatmul and QGeGLU: column tiles of nc over
-// [lo, hi) (then single columns), inside them row tiles of mr over the valid
-// rows (then single rows).
-func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
+// emitQGemm is the shared body of QMatmul and QGeGLU: the int8 GEMV, byte
+// or f32 panels, or else (a batched decode step) column tiles of nc over
+// [lo, hi) (then single columns), inside them row tiles of mr over the
+// valid rows (then single rows).
+func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, xbytes bool, epi func(d []value.Value) value.Value) {
 	if g.useInt8Decode(R, dt) {
 		emitQGemvInt8(g, K, nw, epi)
+		return
+	}
+	if xbytes {
+		emitPanelGemmInt8(g, R, K, N, nw, epi)
 		return
 	}
 	if usesPanels(R) {

@@ -19,16 +19,21 @@ import (
 	gir "github.com/gemmac/gemmac/ir"
 	"github.com/llir/llvm/ir/constant"
 	"github.com/llir/llvm/ir/enum"
+	"github.com/llir/llvm/ir/types"
 	"github.com/llir/llvm/ir/value"
 )
 
-// int8Decode lets benchmarks compare the f32-activation decode kernels on
-// targets that have byte dot products.
+// int8Decode lets benchmarks compare the f32-activation kernels (decode
+// GEMVs and prefill panels) on targets that have byte dot products.
 var int8Decode = true
 
-// QuantizesDecodeActivations reports whether t's decode GEMVs for weights of
-// dt quantise x to bytes (so their results follow the reference data's
-// tolerance for quantised activations, not f32's). Only q4_0's do, by
+// QuantizesActivations reports whether t's decode GEMVs and prefill matmuls
+// (not the batched decode steps) for weights of dt quantise x to bytes, so
+// that their results follow the reference data's tolerance for quantised
+// activations, not f32's. Only q4_0's do. q8_0 byte panels (the weights'
+// sign bit flipped) ran as fast as q4_0's, but rounding x raised q8_0's KL
+// divergence on tiny-hot 1.7× (q4_0's 6.5%, and 0.2% on the 2B), so q8_0
+// keeps exact activations. For the GEMVs, by
 // measurement (go test ./codegen -bench 'QGEMVDecode|QGeGLUDecode', with
 // GEMMAC_INT8=0 for the f32 path): q4_0's unpacking costs more than
 // quantising x (1.2–1.4× faster with vpdpbusd); a q8_0 variant (sign bit
@@ -36,13 +41,13 @@ var int8Decode = true
 // (0.84–0.89×), which is exact, and was removed; so was a variant with two
 // q8_0 blocks per 512-bit vpdpbusd: 1.2× the f32 path in L2, but no faster
 // in the 2B model (73–85% of the roofline against 72–81%, alternating).
-func (t Target) QuantizesDecodeActivations(dt gir.DType) bool {
+func (t Target) QuantizesActivations(dt gir.DType) bool {
 	return int8Decode && dt == gir.Q4_0 && t.hasVNNI()
 }
 
 // useInt8Decode reports whether the decode GEMVs use byte dot products.
 func (g *gen) useInt8Decode(R int, dt gir.DType) bool {
-	return R == 1 && g.t.QuantizesDecodeActivations(dt)
+	return R == 1 && g.t.QuantizesActivations(dt)
 }
 
 // quantizeX quantises the K floats of x to q8_0-style blocks in stack
@@ -52,35 +57,19 @@ func (g *gen) quantizeX(x value.Value, K int) (xq, xd, xc value.Value) {
 	L := g.L()
 	nb := K / gir.QK
 	xq, xd, xc = g.stack(tI8, K), g.stack(tF32, nb), g.stack(tI32, 8*nb)
-	vi := vecT(L, tI32)
-	fmaxV := g.m.intrinsic("llvm.vector.reduce.fmax."+tsuffix(g.vf()), tF32, g.vf())
-	addV := g.m.intrinsic("llvm.vector.reduce.add."+tsuffix(vi), tI32, vi)
 	g.forRange(ci64(0), ci64(int64(nb)), 1, func(b value.Value) {
 		k := g.mulc(b, gir.QK)
-		vs := make([]value.Value, gir.QK/L)
-		var amax value.Value
-		for i := range vs {
-			vs[i] = g.loadF(x, g.addc(k, int64(i*L)), nil)
-			if a := g.fabs(vs[i]); amax == nil {
-				amax = a
-			} else {
-				amax = g.fmax(amax, a)
-			}
-		}
-		m := g.b.NewCall(fmaxV, amax)
-		g.store(g.fdiv(m, cf(tF32, 127)), xd, b)
-		inv := g.b.NewSelect(g.b.NewFCmp(enum.FPredOGT, m, cf(tF32, 0)), g.fdiv(cf(tF32, 127), m), cf(tF32, 0))
+		qs, d := g.quantizeBlock(x, k)
+		g.store(d, xd, b)
 		// Sums of the block's first and second 16 integers (L ≤ 16, so
 		// each vector lies in one half).
-		halves := [2]value.Value{ci(vi, 0), ci(vi, 0)}
-		for i, v := range vs {
-			q := g.b.NewFPToSI(g.unary("nearbyint", g.fmul(v, g.splat(inv, L))), vi)
+		halves := [2]value.Value{ci(qs[0].Type(), 0), ci(qs[0].Type(), 0)}
+		for i, q := range qs {
 			h := i * L / (gir.QK / 2)
 			halves[h] = g.add(halves[h], q)
-			q8 := g.b.NewTrunc(q, vecT(L, tI8))
-			g.b.NewStore(q8, g.b.NewBitCast(g.gep(tI8, xq, g.addc(k, int64(i*L))), ptrT(q8.Type())))
+			g.storeBytes(q, xq, g.addc(k, int64(i*L)))
 		}
-		lo, hi := g.b.NewCall(addV, halves[0]), g.b.NewCall(addV, halves[1])
+		lo, hi := g.reduceInt(halves[0]), g.reduceInt(halves[1])
 		// −8·Σq_lo in lane 0 and −16·8·Σq_hi in lane 4 (the upper
 		// lanes' products are 16×).
 		cv := g.b.NewInsertElement(constant.NewZeroInitializer(vecT(8, tI32)), g.mulc(lo, -8), ci32(0))
@@ -88,6 +77,43 @@ func (g *gen) quantizeX(x value.Value, K int) (xq, xd, xc value.Value) {
 		g.b.NewStore(cv, g.b.NewBitCast(g.gep(tI32, xc, g.mulc(b, 8)), ptrT(vecT(8, tI32))))
 	})
 	return xq, xd, xc
+}
+
+// quantizeBlock rounds the QK floats of x at k to a q8_0 block: its scale d
+// (the largest magnitude / 127) and its integers, QK/L vectors of L i32.
+func (g *gen) quantizeBlock(x, k value.Value) (qs []value.Value, d value.Value) {
+	L := g.L()
+	fmaxV := g.m.intrinsic("llvm.vector.reduce.fmax."+tsuffix(g.vf()), tF32, g.vf())
+	vs := make([]value.Value, gir.QK/L)
+	var amax value.Value
+	for i := range vs {
+		vs[i] = g.loadF(x, g.addc(k, int64(i*L)), nil)
+		if a := g.fabs(vs[i]); amax == nil {
+			amax = a
+		} else {
+			amax = g.fmax(amax, a)
+		}
+	}
+	m := g.b.NewCall(fmaxV, amax)
+	inv := g.b.NewSelect(g.b.NewFCmp(enum.FPredOGT, m, cf(tF32, 0)), g.fdiv(cf(tF32, 127), m), cf(tF32, 0))
+	qs = make([]value.Value, len(vs))
+	for i, v := range vs {
+		qs[i] = g.b.NewFPToSI(g.unary("nearbyint", g.fmul(v, g.splat(inv, L))), vecT(L, tI32))
+	}
+	return qs, g.fdiv(m, cf(tF32, 127))
+}
+
+// storeBytes stores the i32 lanes of q, truncated to bytes, at p[idx] (p
+// an i8*).
+func (g *gen) storeBytes(q, p, idx value.Value) {
+	q8 := g.b.NewTrunc(q, vecT(int(q.Type().(*types.VectorType).Len), tI8))
+	g.b.NewStore(q8, g.b.NewBitCast(g.gep(tI8, p, idx), ptrT(q8.Type())))
+}
+
+// reduceInt sums the lanes of an integer vector.
+func (g *gen) reduceInt(v value.Value) value.Value {
+	vt := v.Type().(*types.VectorType)
+	return g.b.NewCall(g.m.intrinsic("llvm.vector.reduce.add."+tsuffix(vt), vt.ElemType, vt), v)
 }
 
 // emitQGemvInt8 is the R = 1 body of QMatmul (nw = 1) and QGeGLU (nw = 2):

@@ -1,6 +1,7 @@
 package codegen
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"os"
@@ -110,7 +111,14 @@ func (w *qbuf) scale(j, b int) float64 {
 }
 
 func qmatmulCase(R, K, N int, dt gir.DType, nvalid int, softcap float64) kcase {
-	return kcase{QMatmul{R: R, K: K, N: N, WType: dt, Softcap: softcap}, func(t *testing.T, l *lib, s Spec) {
+	return qmatmulSpecCase(QMatmul{R: R, K: K, N: N, WType: dt, Softcap: softcap}, nvalid)
+}
+
+// qmatmulSpecCase checks s (with XBytes, x goes through the QuantizeRows
+// kernel first) against qdotRef.
+func qmatmulSpecCase(spec QMatmul, nvalid int) kcase {
+	R, K, N, dt, softcap := spec.R, spec.K, spec.N, spec.WType, spec.Softcap
+	return kcase{spec, func(t *testing.T, l *lib, s Spec) {
 		xs := float32(1)
 		if softcap > 0 {
 			xs = 4
@@ -123,14 +131,15 @@ func qmatmulCase(R, K, N int, dt gir.DType, nvalid int, softcap float64) kcase {
 		for r := 0; r < nvalid; r++ {
 			xr := x[r*K : (r+1)*K]
 			for j := 0; j < N; j++ {
-				acc := qdotRef(xr, w, j, l.int8(R, dt))
+				acc := qdotRef(xr, w, j, l.int8(R, dt) || spec.XBytes)
 				if softcap > 0 {
 					acc = softcap * math.Tanh(acc/softcap)
 				}
 				want[r*N+j] = acc
 			}
 		}
-		runSplits(t, l, s, []uintptr{addr(out), addr(x), w.addr(), addr(sc)}, func() { clear32(out) },
+		xa := xArg(t, l, spec.XBytes, x, R, K, nvalid)
+		runSplits(t, l, s, []uintptr{addr(out), xa, w.addr(), addr(sc)}, func() { clear32(out) },
 			func(what string) {
 				checkRel(t, what, out[:nvalid*N], want, 1e-5)
 				checkUntouched(t, what, out[nvalid*N:])
@@ -142,7 +151,12 @@ func qmatmulCase(R, K, N int, dt gir.DType, nvalid int, softcap float64) kcase {
 }
 
 func qgegluCase(R, K, F int, dt gir.DType, nvalid int) kcase {
-	return kcase{QGeGLU{R: R, K: K, F: F, WType: dt}, func(t *testing.T, l *lib, s Spec) {
+	return qgegluSpecCase(QGeGLU{R: R, K: K, F: F, WType: dt}, nvalid)
+}
+
+func qgegluSpecCase(spec QGeGLU, nvalid int) kcase {
+	R, K, F, dt := spec.R, spec.K, spec.F, spec.WType
+	return kcase{spec, func(t *testing.T, l *lib, s Spec) {
 		x := randF32(R*K, 3, 1)
 		wg := newQWeights(t, dt, F, K, randF32(F*K, 4, 0.5))
 		wu := newQWeights(t, dt, F, K, randF32(F*K, 5, 0.5))
@@ -152,11 +166,12 @@ func qgegluCase(R, K, F int, dt gir.DType, nvalid int) kcase {
 		for r := 0; r < nvalid; r++ {
 			xr := x[r*K : (r+1)*K]
 			for j := 0; j < F; j++ {
-				int8 := l.int8(R, dt)
+				int8 := l.int8(R, dt) || spec.XBytes
 				want[r*F+j] = gelu64(qdotRef(xr, wg, j, int8)) * qdotRef(xr, wu, j, int8)
 			}
 		}
-		runSplits(t, l, s, []uintptr{addr(out), addr(x), wg.addr(), wu.addr(), addr(sc)}, func() { clear32(out) },
+		xa := xArg(t, l, spec.XBytes, x, R, K, nvalid)
+		runSplits(t, l, s, []uintptr{addr(out), xa, wg.addr(), wu.addr(), addr(sc)}, func() { clear32(out) },
 			func(what string) {
 				checkRel(t, what, out[:nvalid*F], want, 1e-5)
 				checkUntouched(t, what, out[nvalid*F:])
@@ -203,6 +218,76 @@ func checkUntouched(tb testing.TB, what string, s []float32) {
 		if v == v {
 			tb.Fatalf("%s: element %d past the valid rows was written (%v)", what, i, v)
 		}
+	}
+}
+
+// xArg is the x argument of a quantised matmul: x itself or, with
+// xbytes, its first nvalid rows quantised by the module's QuantizeRows
+// kernel (kept alive by the test's cleanup).
+func xArg(t *testing.T, l *lib, xbytes bool, x []float32, R, K, nvalid int) uintptr {
+	if !xbytes {
+		return addr(x)
+	}
+	xq := alignedBytes(int(QuantizedRowsBytes(R, K)))
+	l.call(t, QuantizeRows{R: R, K: K}.Name(), []uintptr{addr(xq), addr(x)}, 0, int64(nvalid))
+	t.Cleanup(func() { runtime.KeepAlive(xq) })
+	return addr(xq)
+}
+
+// quantizeRowsCase checks QuantizeRows against llama.cpp's q8_0 rounding
+// (d = amax/127, q = x/d to even) and the corrections −8·Σq, row by row.
+func quantizeRowsCase(R, K int) kcase {
+	return kcase{QuantizeRows{R: R, K: K}, func(t *testing.T, l *lib, s Spec) {
+		x := randF32(R*K, 7, 3)
+		x[5] = 0 // a row's blocks include an all-zero one
+		for i := 0; i < gir.QK; i++ {
+			x[K+i] = 0
+		}
+		nb := K / gir.QK
+		xq := alignedBytes(int(QuantizedRowsBytes(R, K)))
+		l.call(t, s.Name(), []uintptr{addr(xq), addr(x)}, 0, int64(R))
+		for r := 0; r < R; r++ {
+			for b := 0; b < nb; b++ {
+				blk := x[(r*K + b*gir.QK):][:gir.QK]
+				var amax float32
+				for _, v := range blk {
+					amax = max(amax, float32(math.Abs(float64(v))))
+				}
+				var sum int32
+				for i, v := range blk {
+					var q int32
+					if amax > 0 {
+						q = int32(math.RoundToEven(float64(v * (127 / amax))))
+					}
+					sum += q
+					if got := int32(int8(xq[r*K+b*gir.QK+i])); got != q {
+						t.Fatalf("row %d block %d: x_q[%d] = %d, want %d", r, b, i, got, q)
+					}
+				}
+				d := math.Float32frombits(binary.LittleEndian.Uint32(xq[R*K+4*(r*nb+b):]))
+				c := int32(binary.LittleEndian.Uint32(xq[R*K+4*R*nb+4*(r*nb+b):]))
+				if d != amax/127 || c != -8*sum {
+					t.Fatalf("row %d block %d: scale %g, correction %d; want %g, %d", r, b, d, c, amax/127, -8*sum)
+				}
+			}
+		}
+		runtime.KeepAlive(x)
+	}}
+}
+
+// bytePanelCases are the q4_0 prefill kernels that take x as bytes, for
+// targets with VNNI: K blocks of 16 and 9 blocks with the softcap after the
+// last, masked panels, row remainders, and the GeGLU's partial sums.
+func bytePanelCases() []kcase {
+	Q4 := gir.Q4_0
+	return []kcase{
+		quantizeRowsCase(20, 800),
+		quantizeRowsCase(13, 1024),
+		quantizeRowsCase(10, 2304),
+		qmatmulSpecCase(QMatmul{R: 20, K: 800, N: 70, WType: Q4, Softcap: 30, XBytes: true}, 19),
+		qmatmulSpecCase(QMatmul{R: 13, K: 1024, N: 150, WType: Q4, XBytes: true}, 13),
+		qgegluSpecCase(QGeGLU{R: 10, K: 2304, F: 40, WType: Q4, XBytes: true}, 8),
+		qgegluSpecCase(QGeGLU{R: 13, K: 1024, F: 70, WType: Q4, XBytes: true}, 12),
 	}
 }
 
@@ -253,6 +338,9 @@ func TestQuantKernels(t *testing.T) {
 		targets = append(targets, v4)
 	}
 	runCases(t, targets, quantCases())
+	if targets[0].hasVNNI() {
+		runCases(t, targets[:1], bytePanelCases())
+	}
 }
 
 // TestQuantCrossCompile checks that the quantised kernels compile for
@@ -310,6 +398,13 @@ var (
 		"prefill_q4": QMatmul{R: 128, K: 2304, N: 2304, WType: gir.Q4_0},
 		"geglu_p_q8": QGeGLU{R: 128, K: 2304, F: 2304, WType: gir.Q8_0},
 		"geglu_p_q4": QGeGLU{R: 128, K: 2304, F: 2304, WType: gir.Q4_0},
+		"down_p_q4":  QMatmul{R: 128, K: 9216, N: 2304, WType: gir.Q4_0},
+		// The byte panels (VNNI targets), with QuantizeRows of their x.
+		"prefill_q4x": QMatmul{R: 128, K: 2304, N: 2304, WType: gir.Q4_0, XBytes: true},
+		"geglu_p_q4x": QGeGLU{R: 128, K: 2304, F: 2304, WType: gir.Q4_0, XBytes: true},
+		"down_p_q4x":  QMatmul{R: 128, K: 9216, N: 2304, WType: gir.Q4_0, XBytes: true},
+		"quantize_x":  QuantizeRows{R: 128, K: 2304},
+		"quantize_xd": QuantizeRows{R: 128, K: 9216},
 	}
 )
 
@@ -326,15 +421,25 @@ func getQBenchLib(b *testing.B) *lib {
 			}
 		}
 		panelKnobs()
+		if v := os.Getenv("GEMMAC_I8R"); v != "" {
+			int8PanelRows, _ = strconv.Atoi(v)
+		}
+		if v := os.Getenv("GEMMAC_I8K"); v != "" {
+			int8PanelK, _ = strconv.Atoi(v)
+		}
 		if os.Getenv("GEMMAC_INT8") == "0" {
 			int8Decode = false
 		}
 		m := NewModule(HostTarget())
 		for _, s := range qbenchSpec {
+			if xbytes(s) && !m.Target.hasVNNI() {
+				continue
+			}
 			m.MustAdd(s)
 		}
 		qbenchLib = buildLib(b, m)
 		qbenchLib.lanes = m.Target.Lanes
+		qbenchLib.target = m.Target
 	})
 	if qbenchLib == nil {
 		b.Fatal("benchmark library failed to build")
@@ -358,9 +463,32 @@ func benchQ(b *testing.B, key string, threads int) {
 		R, K, N, nw = s.R, s.K, s.F, 2
 		wb, flops = s.WeightBytes()/2, s.FLOPs()
 	}
+	if xbytes(s) && !l.target.hasVNNI() {
+		b.Skip("byte panels need VNNI")
+	}
 	argv, keep := arenaArgs(R, K, N, nw, wb, R == 1 && !strings.HasPrefix(key, "l2_"))
+	if xbytes(s) {
+		x := keep[0].([]float32) // arenaArgs' x
+		xq := alignedBytes(int(QuantizedRowsBytes(R, K)))
+		l.call(b, QuantizeRows{R: R, K: K}.Name(), []uintptr{addr(xq), addr(x)}, 0, int64(R))
+		for _, a := range argv {
+			a[1] = addr(xq)
+		}
+		keep = append(keep, xq)
+	}
 	runKernelBench(b, l, s, argv, threads, wb*int64(nw), flops)
 	runtime.KeepAlive(keep)
+}
+
+// xbytes reports whether s takes x as QuantizeRows' bytes.
+func xbytes(s Spec) bool {
+	switch s := s.(type) {
+	case QMatmul:
+		return s.XBytes
+	case QGeGLU:
+		return s.XBytes
+	}
+	return false
 }
 
 func BenchmarkQGEMVDecodeQ8_0(b *testing.B) { benchQ(b, "q8_0", 1) }
@@ -381,4 +509,26 @@ func BenchmarkQGEMMPrefillQ8_0(b *testing.B)    { benchQ(b, "prefill_q8", 1) }
 func BenchmarkQGeGLUPrefillQ8_0(b *testing.B)   { benchQ(b, "geglu_p_q8", 1) }
 func BenchmarkQGeGLUPrefillQ4_0(b *testing.B)   { benchQ(b, "geglu_p_q4", 1) }
 func BenchmarkQGEMMPrefillQ4_0(b *testing.B)    { benchQ(b, "prefill_q4", 1) }
+func BenchmarkQDownPrefillQ4_0(b *testing.B)    { benchQ(b, "down_p_q4", 1) }
+
+// The byte panels, and QuantizeRows of the q/k/v/o/GeGLU and the down
+// projections' x (128 rows).
+func BenchmarkQGEMMPrefillQ4_0Bytes(b *testing.B)  { benchQ(b, "prefill_q4x", 1) }
+func BenchmarkQGeGLUPrefillQ4_0Bytes(b *testing.B) { benchQ(b, "geglu_p_q4x", 1) }
+func BenchmarkQDownPrefillQ4_0Bytes(b *testing.B)  { benchQ(b, "down_p_q4x", 1) }
+func BenchmarkQuantizeRows(b *testing.B)           { benchQuantizeRows(b, "quantize_x") }
+func BenchmarkQuantizeRowsDown(b *testing.B)       { benchQuantizeRows(b, "quantize_xd") }
+
+func benchQuantizeRows(b *testing.B, key string) {
+	l := getQBenchLib(b)
+	s := qbenchSpec[key].(QuantizeRows)
+	x := randF32(s.R*s.K, 1, 1)
+	xq := alignedBytes(int(QuantizedRowsBytes(s.R, s.K)))
+	b.SetBytes(int64(s.R*s.K) * 4)
+	for i := 0; i < b.N; i++ {
+		l.call(b, s.Name(), []uintptr{addr(xq), addr(x)}, 0, int64(s.R))
+	}
+	runtime.KeepAlive(x)
+	runtime.KeepAlive(xq)
+}
 func BenchmarkQGEMMPrefillQ8_0_2T(b *testing.B) { benchQ(b, "prefill_q8", 2) }

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/gemmac/gemmac/ir"
 	"github.com/gemmac/gemmac/runtime/model"
 )
 
@@ -11,10 +12,13 @@ import (
 // does (a path to the .gguf), tokenizer from its metadata included, and
 // checks the logits against the float64 reference on the same weights.
 func TestGGUFThroughTheModelAPI(t *testing.T) {
-	for _, c := range []struct{ file, ref string }{
-		{"tiny-hot.q8_0.gguf", "tiny-hot.q8_0.hf-math.json"},
-		{"tiny-hot.q4_0.gguf", "tiny-hot.q4_0.hf-math.json"},
-		{"tiny.f32.gguf", "tiny.hf-math.json"},
+	for _, c := range []struct {
+		file, ref string
+		dt        ir.DType
+	}{
+		{"tiny-hot.q8_0.gguf", "tiny-hot.q8_0.hf-math.json", ir.Q8_0},
+		{"tiny-hot.q4_0.gguf", "tiny-hot.q4_0.hf-math.json", ir.Q4_0},
+		{"tiny.f32.gguf", "tiny.hf-math.json", ir.F32},
 	} {
 		t.Run(c.file, func(t *testing.T) {
 			m, err := model.Load(filepath.Join(testdata, "models", c.file), model.Options{Context: 64})
@@ -27,9 +31,7 @@ func TestGGUFThroughTheModelAPI(t *testing.T) {
 			}
 			ref := loadRef(t, c.ref)
 			got := logitsOf(t, m, ref.Tokens, 11)
-			if worst, row, col := maxAbsDiff(t, got, ref.Logits); worst > 1e-3 {
-				t.Errorf("max |Δlogit| %.3g at %d,%d", worst, row, col)
-			}
+			checkLogits(t, c.ref, got, ref.Logits, 1e-3, quantizesActivations(c.dt))
 		})
 	}
 }

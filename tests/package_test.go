@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/gemmac/gemmac/ir"
 )
 
 // svcMain is a service that imports two emitted packages and prints the
@@ -127,9 +129,7 @@ func TestEmittedPackage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("running hotq4: %v\n%s", err, stderr)
 	}
-	if worst, row, col := maxAbsDiff(t, got, ref.Logits); worst > 1e-3 {
-		t.Errorf("hotq4 logits are %.3g from the reference at %d,%d", worst, row, col)
-	}
+	checkLogits(t, "hotq4 logits against the reference", got, ref.Logits, 1e-3, quantizesActivations(ir.Q4_0))
 	// Without a weights file named, Load looks beside the executable,
 	// where there is none: an error that says which file.
 	if _, stderr, err = run("hotq4", "tiny-hot", "", ref.Tokens[:3]); err == nil || !strings.Contains(stderr, "hotq4.weights") {

@@ -6,6 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/gemmac/gemmac/codegen"
+	"github.com/gemmac/gemmac/ir"
 )
 
 // testdata is ../shared/testdata from the project root; CI lays it out the
@@ -60,4 +63,53 @@ func argmax[T float32 | float64](row []T) int {
 		}
 	}
 	return best
+}
+
+// quantizesActivations reports whether this machine's compiled matmuls over
+// weights of dt quantise x to bytes for integer dot products.
+func quantizesActivations(dt ir.DType) bool {
+	return codegen.HostTarget().QuantizesActivations(dt)
+}
+
+// checkLogits fails unless got is within tol of want row by row or, when
+// quantized (activations rounded to bytes for integer dot products), within
+// the reference data's tolerance for that: 1.0, with the same argmax unless
+// want's top two are closer than twice the difference.
+func checkLogits[T float32 | float64](t *testing.T, what string, got [][]float32, want [][]T, tol float64, quantized bool) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d rows of logits, want %d", what, len(got), len(want))
+	}
+	if quantized {
+		tol = 1
+	}
+	for r := range want {
+		if len(got[r]) != len(want[r]) {
+			t.Fatalf("%s: row %d: %d logits, want %d", what, r, len(got[r]), len(want[r]))
+		}
+		worst, at := 0.0, 0
+		for i := range want[r] {
+			if d := math.Abs(float64(got[r][i]) - float64(want[r][i])); d > worst || math.IsNaN(d) {
+				worst, at = d, i
+			}
+		}
+		if !(worst <= tol) {
+			t.Errorf("%s: row %d: |Δlogit| %.3g at %d > %g", what, r, worst, at, tol)
+		}
+		if quantized && argmax(got[r]) != argmax(want[r]) && topMargin(want[r]) > 2*worst {
+			t.Errorf("%s: row %d: argmax %d, want %d", what, r, argmax(got[r]), argmax(want[r]))
+		}
+	}
+}
+
+// topMargin is the gap between the largest and second largest logit.
+func topMargin[T float32 | float64](row []T) float64 {
+	best := argmax(row)
+	second := math.Inf(-1)
+	for i, v := range row {
+		if i != best && float64(v) > second {
+			second = float64(v)
+		}
+	}
+	return float64(row[best]) - second
 }

@@ -76,11 +76,14 @@ type lowering struct {
 	weights *codegen.WeightTable
 	g       *ir.Graph
 	p       *plan.Program
+	// inScratch is the value whose bytes (QuantizeRows) the scratch holds:
+	// q, k and v quantise their shared x once.
+	inScratch *ir.Value
 }
 
 func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
 	out := g.Outputs[0]
-	l.g = g
+	l.g, l.inScratch = g, nil
 	l.p = &plan.Program{
 		Name:       g.Name,
 		Tokens:     g.Meta["tokens"],
@@ -140,20 +143,32 @@ func (l *lowering) lower(v *ir.Value) error {
 		if m, ok := v.Aux.(ir.MatMul); ok {
 			softcap = float64(m.Softcap)
 		}
-		var spec codegen.Spec = codegen.Matmul{R: v.Args[0].Shape.Rows(), K: w.Shape[1], N: w.Shape[0], WType: w.DType, Softcap: softcap}
+		R, K, N := v.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0]
 		if w.DType.IsQuantized() {
-			spec = codegen.QMatmul{R: v.Args[0].Shape.Rows(), K: w.Shape[1], N: w.Shape[0], WType: w.DType, Softcap: softcap}
+			x, xbytes, err := l.quantizedX(v, R, K, w.DType)
+			if err != nil {
+				return err
+			}
+			spec := codegen.QMatmul{R: R, K: K, N: N, WType: w.DType, Softcap: softcap, XBytes: xbytes}
+			return l.call(spec, v.Name, 0, out, x, a(1), scalars)
 		}
+		spec := codegen.Matmul{R: R, K: K, N: N, WType: w.DType, Softcap: softcap}
 		return l.call(spec, v.Name, 0, out, a(0), a(1), scalars)
 	case ir.OpGeGLU:
 		w := v.Args[1]
 		if w.DType != v.Args[2].DType {
 			return fmt.Errorf("gate weights are %v, up weights %v: the kernel reads one dtype", w.DType, v.Args[2].DType)
 		}
-		var spec codegen.Spec = codegen.GeGLU{R: v.Args[0].Shape.Rows(), K: w.Shape[1], F: w.Shape[0], WType: w.DType}
+		R, K, F := v.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0]
 		if w.DType.IsQuantized() {
-			spec = codegen.QGeGLU{R: v.Args[0].Shape.Rows(), K: w.Shape[1], F: w.Shape[0], WType: w.DType}
+			x, xbytes, err := l.quantizedX(v, R, K, w.DType)
+			if err != nil {
+				return err
+			}
+			spec := codegen.QGeGLU{R: R, K: K, F: F, WType: w.DType, XBytes: xbytes}
+			return l.call(spec, v.Name, 0, out, x, a(1), a(2), scalars)
 		}
+		spec := codegen.GeGLU{R: R, K: K, F: F, WType: w.DType}
 		return l.call(spec, v.Name, 0, out, a(0), a(1), a(2), scalars)
 	case ir.OpRMSNorm:
 		norm := v.Aux.(ir.RMSNorm)
@@ -201,6 +216,30 @@ func (l *lowering) lower(v *ir.Value) error {
 		return l.call(codegen.Elementwise{N: v.Shape.Elems(), Op: codegen.OpGelu}, v.Name, 0, out, a(0))
 	}
 	return fmt.Errorf("the CPU code generator has no lowering for %v", v.Op)
+}
+
+// quantizedX is the x a quantised matmul v of R rows of K reads: its
+// argument, or, where the target's prefill takes x as bytes, a call of
+// QuantizeRows that writes them to the arena's scratch (xbytes).
+func (l *lowering) quantizedX(v *ir.Value, R, K int, dt ir.DType) (x plan.Arg, xbytes bool, err error) {
+	x = l.arg(v.Args[0])
+	if !l.mod.Target.QuantizesPrefill(R, dt) {
+		return x, false, nil
+	}
+	xq := l.scratch(codegen.QuantizedRowsBytes(R, K))
+	if l.inScratch == v.Args[0] {
+		return xq, true, nil
+	}
+	l.inScratch = v.Args[0]
+	return xq, true, l.call(codegen.QuantizeRows{R: R, K: K}, v.Name+".quantize", 1, xq, x)
+}
+
+// scratch is arena space past the graph's values for a kernel's input that
+// the lowering adds (read by the next call only, so every user shares it).
+func (l *lowering) scratch(bytes int64) plan.Arg {
+	off := (l.g.Mem.Bytes + 63) / 64 * 64
+	l.p.ArenaBytes = max(l.p.ArenaBytes, off+bytes)
+	return plan.Arg{Kind: plan.ArgArena, Offset: off}
 }
 
 // attention attends (reading the cache and the chunk), then stores the

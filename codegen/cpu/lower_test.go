@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"path/filepath"
 	"testing"
 
 	"github.com/gemmac/gemmac/codegen"
@@ -38,4 +39,70 @@ func TestWorkerKernelInTable(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPrefillQuantizesXOnce lowers llama.cpp's q4_0 GGUF for an AVX-512
+// VNNI target: every prefill matmul reads x as bytes from the arena's
+// scratch, past the graph's values, written by a QuantizeRows call before
+// it — one for q, k and v, which share x — while decode reads f32 x.
+func TestPrefillQuantizesXOnce(t *testing.T) {
+	ckpt, err := frontend.Open(filepath.Join(testModels, "tiny-hot.q4_0.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ckpt.Close()
+	tg, err := codegen.TargetByName("x86-64-v4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.Features += ",+avx512vnni"
+	mod := codegen.NewModule(tg)
+	art, err := Lower(ckpt.Config, ckpt.WeightDTypes(), Options{Target: tg, Context: 64, Chunk: 16}, mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := mod.Specs()
+	layers := ckpt.Config.NumHiddenLayers
+	for name, p := range art.Programs {
+		var quantize, xbytes int
+		var scratch int64 = -1
+		for i, s := range p.Steps {
+			switch spec := specs[s.Kernel].(type) {
+			case codegen.QuantizeRows:
+				quantize++
+				scratch = s.Args[0].Offset
+				if end := scratch + codegen.QuantizedRowsBytes(spec.R, spec.K); end > p.ArenaBytes {
+					t.Errorf("%s step %d: scratch ends at %d, past the arena's %d bytes", name, i, end, p.ArenaBytes)
+				}
+			case codegen.QMatmul, codegen.QGeGLU:
+				if !xbytesOf(spec) {
+					continue
+				}
+				xbytes++
+				if s.Args[1].Kind != plan.ArgArena || s.Args[1].Offset != scratch {
+					t.Errorf("%s step %d (%s) reads x at %v, not the scratch QuantizeRows wrote (%d)", name, i, spec.Name(), s.Args[1], scratch)
+				}
+			}
+		}
+		// Per layer, q/k/v, o, gate/up and down quantise x; prefill_all's
+		// LM head (the tied q4_0 embedding) takes every row too. Decode
+		// programs quantise nothing.
+		want := map[string][2]int{ // QuantizeRows calls, byte matmuls
+			"prefill":     {4 * layers, 6 * layers},
+			"prefill_all": {4*layers + 1, 6*layers + 1},
+		}[name]
+		if quantize != want[0] || xbytes != want[1] {
+			t.Errorf("%s: %d QuantizeRows calls and %d byte matmuls, want %d and %d", name, quantize, xbytes, want[0], want[1])
+		}
+	}
+}
+
+func xbytesOf(s codegen.Spec) bool {
+	switch s := s.(type) {
+	case codegen.QMatmul:
+		return s.XBytes
+	case codegen.QGeGLU:
+		return s.XBytes
+	}
+	return false
 }

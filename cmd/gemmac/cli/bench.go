@@ -222,6 +222,9 @@ func runBench(env *Env, args []string) error {
 			default:
 				fmt.Fprintf(env.Stdout, "%24s (above 100%%: the bandwidth samples ran slower than the decode steps between them; another process took bandwidth during the run, so rerun it)\n", "")
 			}
+			if r.PrefillPeakFraction > 1 {
+				fmt.Fprintf(env.Stdout, "%24s (prefill above 100%%: its matmuls multiply bytes, q4_0 weights by activations rounded to 8 bits, four products per lane and instruction where an f32 FMA makes one)\n", "")
+			}
 		}
 	}
 	if sr := results[0].Streams; sr != nil {
