@@ -51,9 +51,9 @@ func TestEveryDTypeCompiled(t *testing.T) {
 			for _, prefill := range []int{len(ids), 11} {
 				got := logitsOf(t, compiled, ids, prefill)
 				what := fmt.Sprintf("prefill %d", prefill)
-				checkLogits(t, what+" against the interpreter", got, want, 1e-4, quantizesActivations(c.dt))
+				checkAgainstInterp(t, what+" against the interpreter", got, want, quantizesActivations(c.dt))
 				if c.ref != "" {
-					checkLogits(t, what+" against "+c.ref, got[:prefill], loadRef(t, c.ref).Logits[:prefill], 1e-3, quantizesActivations(c.dt))
+					checkAgainstRef(t, what+" against "+c.ref, got[:prefill], loadRef(t, c.ref).Logits[:prefill], quantizesActivations(c.dt))
 				}
 			}
 		})
@@ -88,7 +88,7 @@ func TestBuiltQuantizedBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("BIN logits: %v\n%s", err, out)
 	}
-	checkLogits(t, "BIN logits against the q4_0 reference", got, ref.Logits, 1e-3, quantizesActivations(ir.Q4_0))
+	checkAgainstRef(t, "BIN logits against the q4_0 reference", got, ref.Logits, quantizesActivations(ir.Q4_0))
 	// The interpreter in the binary runs the weights it was built with
 	// (converted at load the same way), and bench --compare measures both
 	// engines on them.
@@ -96,7 +96,7 @@ func TestBuiltQuantizedBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("BIN logits --interp: %v\n%s", err, out)
 	}
-	checkLogits(t, "BIN logits against BIN logits --interp", got, interp, 1e-4, quantizesActivations(ir.Q4_0))
+	checkAgainstInterp(t, "BIN logits against BIN logits --interp", got, interp, quantizesActivations(ir.Q4_0))
 	bench, err := exec.Command(bin, "bench", "--model", modelDir("tiny-hot"), "--compare", "--prompt-tokens", "4", "--gen-tokens", "2", "--no-roofline", "--json").Output()
 	if err != nil {
 		t.Fatalf("BIN bench --compare: %v", err)
