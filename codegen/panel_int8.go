@@ -146,6 +146,11 @@ func (p *bytePanel) accumulate(g *gen, acc []value.Value, r0 value.Value, mr int
 	at := func(m, r, v int) int { return (m*mr+r)*nv + v }
 	rowBlocks := int64(p.K / gir.QK)
 	b0 := g.b.NewUDiv(k0, ci64(gir.QK)) // the block's first block of the row
+	// Each row's first dword of x in the block.
+	xr := make([]value.Value, mr)
+	for r := range xr {
+		xr[r] = g.add(g.mulc(g.addc(r0, int64(r)), int64(p.K/4)), g.b.NewUDiv(k0, ci64(4)))
+	}
 	_, acc = g.loop(ci64(0), ci64(int64(nb)), 1, acc, func(b value.Value, acc []value.Value) []value.Value {
 		pf.line(g, g.add(g.mulc(g.b.NewUDiv(r0, ci64(int64(mr))), int64(nb)), b))
 		// Row r's entries of block b in the scale and correction tables.
@@ -170,9 +175,7 @@ func (p *bytePanel) accumulate(g *gen, acc []value.Value, r0 value.Value, mr int
 				}
 			}
 			for r := 0; r < mr; r++ {
-				// x's dword: row r, k0/4 + kd.
-				xi := g.add(g.mulc(g.addc(r0, int64(r)), int64(p.K/4)), g.add(g.b.NewUDiv(k0, ci64(4)), kd))
-				xb := g.splat(g.load(tI32, p.xq, xi), L)
+				xb := g.splat(g.load(tI32, p.xq, g.add(xr[r], kd)), L)
 				for m := 0; m < nw; m++ {
 					for v := 0; v < nv; v++ {
 						i := at(m, r, v)
