@@ -298,6 +298,12 @@ func (g *gen) loadVecRaw(elem types.Type, n int, p, idx, mask value.Value) value
 	return g.b.NewCall(fn, vp, ci32(int64(alignOf(elem))), mask, constant.NewZeroInitializer(vt))
 }
 
+// storeVecRaw stores the vector v at p[idx], p an elem* (no conversion).
+func (g *gen) storeVecRaw(elem types.Type, v, p, idx value.Value) {
+	s := g.b.NewStore(v, g.b.NewBitCast(g.gep(elem, p, idx), ptrT(v.Type())))
+	s.Align = alignOf(elem)
+}
+
 // widen converts a vector of dtype dt (as loaded) to f32 lanes, in registers.
 func (g *gen) widen(v value.Value, dt gir.DType) value.Value {
 	n := int(v.Type().(*types.VectorType).Len)

@@ -1,19 +1,26 @@
 package codegen
 
-// Decode GEMVs for q4_0 weights with byte dot products (AVX-512 VNNI at 256
-// bits). Unpacking nibbles and widening every weight to f32 costs more
-// vector instructions than the block's bytes take to stream; summing a
-// block's 32 byte products in one vpdpbusd needs x in bytes too, so x is
-// quantised once per call to q8_0 blocks, as llama.cpp does. The result then
-// differs from the f32-activation kernels by that rounding (the reference
-// data allow it: ≤ 1.0 with the same argmax, against ≤ 1e-3 for f32
-// activations), and prefill keeps f32 activations.
+// Decode GEMVs for q4_0 weights with byte dot products (AVX-512 VNNI).
+// Unpacking nibbles and widening every weight to f32 costs more vector
+// instructions than the block's bytes take to stream; summing byte
+// products with vpdpbusd needs x in bytes too, so x is quantised once per
+// call to q8_0 blocks, as llama.cpp does. The result then differs from the
+// f32-activation kernels by that rounding (the reference data allow it:
+// ≤ 1.0 with the same argmax, against ≤ 1e-3 for f32 activations).
 //
-// vpdpbusd multiplies unsigned by signed bytes. q4_0 nibbles are unsigned
-// (q + 8); the offset is undone with the block's Σx, Σ(q+8)·x − 8·Σx, the
-// correction being the accumulator's starting value. The high nibbles are
-// not shifted down: masked in place they are 16·(q + 8), in the upper four
-// i32 lanes only, which the scale then divides by 16 (exactly).
+// The weights are streamed in 64-byte chunks exactly as GGUF stores them,
+// with no shuffling: q4_0 blocks are 18 bytes, so a pair of them is 9
+// dwords, the even block's 5 (the fifth holds its last two nibble bytes and
+// the odd block's scale) and the odd block's 4. Every dword of a row thus
+// belongs to one block, and x is laid out to match the row's bytes instead
+// (layoutX): for each byte, the x byte its low nibble meets and the one its
+// high nibble meets (zero under the scales); per dword, the block's d_x and
+// the correction that undoes the nibbles' offset (vpdpbusd multiplies
+// unsigned by signed bytes, and a nibble is q + 8: Σ(q+8)·x − 8·Σx). One
+// chunk of one row then costs a load, three logic ops, two vpdpbusd, one
+// word permutation that gathers each lane's weight scale, and four float
+// ops: 11 instructions for 3.6 blocks, against 10 for 2 blocks when each
+// pair of blocks was permuted into the layout of x.
 
 import (
 	gir "github.com/gemmac/gemmac/ir"
@@ -42,7 +49,7 @@ var int8Decode = true
 // q8_0 blocks per 512-bit vpdpbusd: 1.2× the f32 path in L2, but no faster
 // in the 2B model (73–85% of the roofline against 72–81%, alternating).
 func (t Target) QuantizesActivations(dt gir.DType) bool {
-	return int8Decode && dt == gir.Q4_0 && t.hasVNNI()
+	return int8Decode && dt == gir.Q4_0 && t.hasVNNI() && t.Lanes == 16
 }
 
 // useInt8Decode reports whether the decode GEMVs use byte dot products.
@@ -50,34 +57,190 @@ func (g *gen) useInt8Decode(R int, dt gir.DType) bool {
 	return R == 1 && g.t.QuantizesActivations(dt)
 }
 
-// quantizeX quantises the K floats of x to q8_0-style blocks in stack
-// buffers: xq (K bytes), xd (each block's scale) and xc (each block's
-// vpdpbusd starting value: the offset corrections, as 8 i32 lanes).
-func (g *gen) quantizeX(x value.Value, K int) (xq, xd, xc value.Value) {
-	L := g.L()
-	nb := K / gir.QK
-	xq, xd, xc = g.stack(tI8, K), g.stack(tF32, nb), g.stack(tI32, 8*nb)
-	g.forRange(ci64(0), ci64(int64(nb)), 1, func(b value.Value) {
-		k := g.mulc(b, gir.QK)
-		qs, d := g.quantizeBlock(x, k)
-		g.store(d, xd, b)
-		// Sums of the block's first and second 16 integers (L ≤ 16, so
-		// each vector lies in one half).
-		halves := [2]value.Value{ci(qs[0].Type(), 0), ci(qs[0].Type(), 0)}
-		for i, q := range qs {
-			h := i * L / (gir.QK / 2)
-			halves[h] = g.add(halves[h], q)
-			g.storeBytes(q, xq, g.addc(k, int64(i*L)))
-		}
-		lo, hi := g.reduceInt(halves[0]), g.reduceInt(halves[1])
-		// −8·Σq_lo in lane 0 and −16·8·Σq_hi in lane 4 (the upper
-		// lanes' products are 16×).
-		cv := g.b.NewInsertElement(constant.NewZeroInitializer(vecT(8, tI32)), g.mulc(lo, -8), ci32(0))
-		cv = g.b.NewInsertElement(cv, g.mulc(hi, -128), ci32(4))
-		g.b.NewStore(cv, g.b.NewBitCast(g.gep(tI32, xc, g.mulc(b, 8)), ptrT(vecT(8, tI32))))
-	})
-	return xq, xd, xc
+const (
+	chunkBytes   = 64
+	periodChunks = 9 // 576 bytes, 32 blocks: the lanes' blocks repeat
+)
+
+// dwordBlock is the q4_0 block dword D of a row belongs to.
+func dwordBlock(D int) int {
+	if D%9 < 5 {
+		return D / 9 * 2
+	}
+	return D/9*2 + 1
 }
+
+// scaleWords is, for chunk c of a period (any chunk i with i mod 9 = c),
+// the word index of each dword lane's block scale among the previous
+// chunk's 32 words and then this chunk's, and whether any lies in the
+// previous chunk. (A lane's block starts at most 17 bytes before it.)
+func scaleWords(c int) (idx *constant.Vector, usesPrev bool) {
+	words := make([]int, chunkBytes/4)
+	for l := range words {
+		words[l] = 9*dwordBlock(16*c+l) - 32*(c-1)
+		usesPrev = usesPrev || words[l] < 32
+	}
+	return shuffleMask(len(words), func(l int) int { return words[l] }), usesPrev
+}
+
+// xLayout is x quantised to q8_0 blocks and laid out along a q4_0 row, in
+// stack buffers padded to whole chunks with zeros: lo and hi hold, for
+// each row byte, the x byte its low and high nibble multiply; corr is each
+// dword's vpdpbusd starting value, −8·Σx over its bytes, which undoes the
+// nibbles' offset (q + 8); scale is each dword's d_x.
+type xLayout struct{ lo, hi, corr, scale value.Value }
+
+func (g *gen) layoutX(x value.Value, K int) xLayout {
+	nb := K / gir.QK
+	bb := int64(gir.Q4_0.BlockBytes())
+	chunks := (int64(nb)*bb + chunkBytes - 1) / chunkBytes
+	dwords := chunks * chunkBytes / 4
+	// A pair's scales are stored as 16 lanes from its first dword: room
+	// for the last pair's 7 past its 9. The zeros matter: under the
+	// scales' bytes, and past the row, where the lanes' weight scales are
+	// zeros the masked load read, or scale bytes of no block.
+	xl := xLayout{g.stack(tI8, int(chunks*chunkBytes)), g.stack(tI8, int(chunks*chunkBytes)),
+		g.stack(tI32, int(dwords)), g.stack(tF32, int(dwords+16))}
+	v64b, v16i, v16f := vecT(chunkBytes, tI8), vecT(16, tI32), vecT(16, tF32)
+	g.forRange(ci64(0), ci64(chunks), 1, func(i value.Value) {
+		for _, p := range []value.Value{xl.lo, xl.hi} {
+			g.storeVecRaw(tI8, constant.NewZeroInitializer(v64b), p, g.mulc(i, chunkBytes))
+		}
+		g.storeVecRaw(tI32, constant.NewZeroInitializer(v16i), xl.corr, g.mulc(i, 16))
+		g.storeVecRaw(tF32, constant.NewZeroInitializer(v16f), xl.scale, g.mulc(i, 16))
+	})
+
+	// block quantises block b into the bytes and returns its scale.
+	block := func(b value.Value) value.Value {
+		qs, d := g.quantizeBlock(x, g.mulc(b, gir.QK))
+		at := g.addc(g.mulc(b, bb), 2)
+		g.storeBytes(qs[0], xl.lo, at) // x[0, 16) meets the low nibbles
+		g.storeBytes(qs[1], xl.hi, at)
+		return d
+	}
+	// pairScales stores d0 in the pair's first 5 dwords, d1 in the next 4
+	// and zeros after (overwritten by the next pair, or padding).
+	pairScales := func(p, d0, d1 value.Value) {
+		two := g.b.NewInsertElement(g.b.NewInsertElement(constant.NewUndef(vecT(2, tF32)), d0, ci32(0)), d1, ci32(1))
+		spread := g.b.NewShuffleVector(two, constant.NewUndef(two.Type()), shuffleMask(16, func(l int) int { return min(l/5, 1) }))
+		g.storeVecRaw(tF32, g.b.NewSelect(maskConst(16, 9), spread, constant.NewZeroInitializer(v16f)), xl.scale, g.mulc(p, 9))
+	}
+	g.forRange(ci64(0), ci64(int64(nb/2)), 1, func(p value.Value) {
+		b := g.mulc(p, 2)
+		pairScales(p, block(b), block(g.addc(b, 1)))
+	})
+	if nb%2 == 1 {
+		pairScales(ci64(int64(nb/2)), block(ci64(int64(nb-1))), cf(tF32, 0))
+	}
+
+	// corr = −8·Σ(lo + hi) per dword, as vpdpbusd sums them.
+	dpbusd := g.m.intrinsic("llvm.x86.avx512.vpdpbusd.512", v16i, v16i, v16i, v16i)
+	eights := g.b.NewBitCast(g.splat(ci(tI8, 8), chunkBytes), v16i)
+	g.forRange(ci64(0), ci64(chunks), 1, func(i value.Value) {
+		off := g.mulc(i, chunkBytes)
+		s := constant.NewZeroInitializer(v16i)
+		var sum value.Value = s
+		for _, p := range []value.Value{xl.lo, xl.hi} {
+			sum = g.b.NewCall(dpbusd, sum, eights, g.b.NewBitCast(g.loadVecRaw(tI8, chunkBytes, p, off, nil), v16i))
+		}
+		g.storeVecRaw(tI32, g.sub(s, sum), xl.corr, g.mulc(i, 16))
+	})
+	return xl
+}
+
+// emitQGemvInt8 is the R = 1 body of QMatmul (nw = 1) and QGeGLU (nw = 2):
+// column tiles of nc weight rows per matrix, each row streamed in chunks
+// against x laid out along it (layoutX), into 16-lane f32 accumulators.
+func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value) {
+	nc := int8DecodeNC[nw-1]
+	nb := K / gir.QK
+	rowBytes := int64(nb) * int64(gir.Q4_0.BlockBytes())
+	chunks := (rowBytes + chunkBytes - 1) / chunkBytes
+	periods := rowBytes / (periodChunks * chunkBytes)
+	out := g.argPtr(0, tF32)
+	ws := make([]value.Value, nw)
+	for m := range ws {
+		ws[m] = g.argPtr(2+m, tI8)
+	}
+	xl := g.layoutX(g.argPtr(1, tF32), K)
+	v16i, v16f, v32w := vecT(16, tI32), vecT(16, tF32), vecT(chunkBytes/2, tI16)
+	dpbusd := g.m.intrinsic("llvm.x86.avx512.vpdpbusd.512", v16i, v16i, v16i, v16i)
+	lowNibble := g.splat(ci(tI8, 0x0f), chunkBytes)
+
+	cols := func(j value.Value, nc int) {
+		rows := make([]value.Value, nw*nc)
+		for m := 0; m < nw; m++ {
+			for c := 0; c < nc; c++ {
+				rows[m*nc+c] = g.gep(tI8, ws[m], g.mulc(g.addc(j, int64(c)), rowBytes))
+			}
+		}
+		// chunk accumulates chunk i (c = i mod 9) of every row; mask
+		// limits the last chunk's load to the row.
+		chunk := func(i value.Value, c int, mask value.Value, acc []value.Value) []value.Value {
+			off := g.mulc(i, chunkBytes)
+			xlo := g.b.NewBitCast(g.loadVecRaw(tI8, chunkBytes, xl.lo, off, nil), v16i)
+			xhi := g.b.NewBitCast(g.loadVecRaw(tI8, chunkBytes, xl.hi, off, nil), v16i)
+			corr := g.loadVecRaw(tI32, 16, xl.corr, g.mulc(i, 16), nil)
+			dx := g.loadVecRaw(tF32, 16, xl.scale, g.mulc(i, 16), nil)
+			idx, usesPrev := scaleWords(c)
+			next := make([]value.Value, len(acc))
+			for r, row := range rows {
+				w := g.loadVecRaw(tI8, chunkBytes, row, off, mask)
+				lo := g.b.NewAnd(w, lowNibble)
+				hi := g.b.NewAnd(g.b.NewLShr(w, g.splat(ci(tI8, 4), chunkBytes)), lowNibble)
+				dot := g.b.NewCall(dpbusd, corr, g.b.NewBitCast(lo, v16i), xlo)
+				dot = g.b.NewCall(dpbusd, dot, g.b.NewBitCast(hi, v16i), xhi)
+				var prev value.Value = constant.NewUndef(v32w)
+				if usesPrev {
+					prev = g.b.NewBitCast(g.loadVecRaw(tI8, chunkBytes, row, g.addc(off, -chunkBytes), nil), v32w)
+				}
+				dw := g.b.NewShuffleVector(prev, g.b.NewBitCast(w, v32w), idx)
+				s := g.fmul(g.b.NewFPExt(g.b.NewBitCast(dw, vecT(16, tF16)), v16f), dx)
+				next[r] = g.fma(g.b.NewSIToFP(dot, v16f), s, acc[r])
+			}
+			return next
+		}
+		acc := make([]value.Value, len(rows))
+		for r := range acc {
+			acc[r] = cf(v16f, 0)
+		}
+		if periods > 0 {
+			period := int64(periodChunks * chunkBytes)
+			_, acc = g.loop(ci64(0), ci64(periods), 1, acc, func(p value.Value, acc []value.Value) []value.Value {
+				g.prefetchNextTile(ws, rowBytes, j, nc, g.mulc(p, period), period)
+				for c := 0; c < periodChunks; c++ {
+					acc = chunk(g.addc(g.mulc(p, periodChunks), int64(c)), c, nil, acc)
+				}
+				return acc
+			})
+		}
+		for i := periods * periodChunks; i < chunks; i++ {
+			var mask value.Value
+			if rest := rowBytes - i*chunkBytes; rest < chunkBytes {
+				mask = maskConst(chunkBytes, int(rest))
+			}
+			acc = chunk(ci64(i), int(i%periodChunks), mask, acc)
+		}
+		for c := 0; c < nc; c++ {
+			vals := make([]value.Value, nw)
+			for m := range vals {
+				vals[m] = g.reduce(acc[m*nc+c])
+			}
+			g.store(epi(vals), out, g.addc(j, int64(c)))
+		}
+	}
+	j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { cols(j, nc) })
+	if nc > 1 {
+		g.forRange(j, g.hi, 1, func(j value.Value) { cols(j, 1) })
+	}
+}
+
+// int8DecodeNC is the column tile of emitQGemvInt8 for one matrix and per
+// matrix for two. Chosen on Zen 5 with the earlier pairwise kernel (3 rows
+// beat 4 and 8 by 1.1–1.3× on the 2B's shapes; the GeGLU's 4 beat 1, 2, 3,
+// 6 and 8); on an Intel Xeon (Emerald Rapids) the chunked kernel with 2, 3
+// or 4 rows measured within the noise of each other (GEMMAC_I8NC).
+var int8DecodeNC = [2]int{3, 4}
 
 // quantizeBlock rounds the QK floats of x at k to a q8_0 block: its scale d
 // (the largest magnitude / 127) and its integers, QK/L vectors of L i32.
@@ -106,230 +269,11 @@ func (g *gen) quantizeBlock(x, k value.Value) (qs []value.Value, d value.Value) 
 // storeBytes stores the i32 lanes of q, truncated to bytes, at p[idx] (p
 // an i8*).
 func (g *gen) storeBytes(q, p, idx value.Value) {
-	q8 := g.b.NewTrunc(q, vecT(int(q.Type().(*types.VectorType).Len), tI8))
-	g.b.NewStore(q8, g.b.NewBitCast(g.gep(tI8, p, idx), ptrT(q8.Type())))
+	g.storeVecRaw(tI8, g.b.NewTrunc(q, vecT(int(q.Type().(*types.VectorType).Len), tI8)), p, idx)
 }
 
 // reduceInt sums the lanes of an integer vector.
 func (g *gen) reduceInt(v value.Value) value.Value {
 	vt := v.Type().(*types.VectorType)
 	return g.b.NewCall(g.m.intrinsic("llvm.vector.reduce.add."+tsuffix(vt), vt.ElemType, vt), v)
-}
-
-// emitQGemvInt8 is the R = 1 body of QMatmul (nw = 1) and QGeGLU (nw = 2):
-// column tiles of nc weight rows per matrix, each block's 32 products summed
-// in one vpdpbusd, scaled by d_w·d_x into 8-lane f32 accumulators.
-func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value) {
-	nc := int8DecodeNC[nw-1]
-	nb := K / gir.QK
-	bb := int64(gir.Q4_0.BlockBytes())
-	rowBytes := int64(nb) * bb
-	out := g.argPtr(0, tF32)
-	x := g.argPtr(1, tF32)
-	ws := make([]value.Value, nw)
-	for m := range ws {
-		ws[m] = g.argPtr(2+m, tI8)
-	}
-	xq, xd, xc := g.quantizeX(x, K)
-	v8i, v8f := vecT(8, tI32), vecT(8, tF32)
-	dpbusd := g.m.intrinsic("llvm.x86.avx512.vpdpbusd.256", v8i, v8i, v8i, v8i)
-	xq32 := g.b.NewBitCast(xq, ptrT(v8i))
-	xc32 := g.b.NewBitCast(xc, ptrT(v8i))
-	// Per-lane factors of the scale: q4_0's upper lanes hold 16× products.
-	one, sixteenth := cf(tF32, 1), cf(tF32, 1.0/16)
-	lanes := constant.NewVector(v8f, one, one, one, one, sixteenth, sixteenth, sixteenth, sixteenth)
-
-	// With 512-bit vectors two blocks go through one vpdpbusd (qPairStep):
-	// about half the instructions per block of the 256-bit step. The loop
-	// steps over ub blocks, an even number for q4_0's 18-byte blocks.
-	pairs := g.L() == 16
-
-	cols := func(j value.Value, nc int) {
-		rows := make([]value.Value, nw*nc)
-		for m := 0; m < nw; m++ {
-			for c := 0; c < nc; c++ {
-				rows[m*nc+c] = g.gep(tI8, ws[m], g.mulc(g.addc(j, int64(c)), rowBytes))
-			}
-		}
-		var pacc []value.Value // pairStep's 16-lane accumulators
-		if pairs {
-			pacc = make([]value.Value, len(rows))
-			for i := range pacc {
-				pacc[i] = cf(vecT(16, tF32), 0)
-			}
-		}
-		step := func(b value.Value, acc []value.Value) []value.Value {
-			xv := g.load(v8i, xq32, b)
-			cv := g.load(v8i, xc32, b)
-			dx := g.fmul(g.splat(g.load(tF32, xd, b), 8), lanes)
-			boff := g.mulc(b, bb)
-			next := make([]value.Value, len(acc))
-			for i, row := range rows {
-				dot := g.b.NewCall(dpbusd, cv, g.unsignedBlock(row, boff), xv)
-				s := g.fmul(g.loadHalfSplatAt(row, boff, 8), dx)
-				next[i] = g.fma(g.b.NewSIToFP(dot, v8f), s, acc[i])
-			}
-			return next
-		}
-		acc := make([]value.Value, len(rows))
-		for i := range acc {
-			acc[i] = cf(v8f, 0)
-		}
-		// A cache line of each row per loop step, prefetched ahead (ub
-		// blocks; even, so pair steps cover it).
-		ub := int((64 + bb - 1) / bb)
-		full := nb / ub * ub
-		if pairs {
-			// The loop's pairs all take the one-load path (qPairStep);
-			// the last ones of the row follow it unrolled.
-			full = max(0, nb-pairOverrunBlocks) / ub * ub
-		}
-		if full > 0 {
-			// The loop carries the 8-lane accumulators, then the 16-lane.
-			_, both := g.loop(ci64(0), ci64(int64(full)), int64(ub), append(append([]value.Value(nil), acc...), pacc...), func(b value.Value, both []value.Value) []value.Value {
-				acc, pacc := both[:len(rows)], both[len(rows):]
-				g.prefetchNextTile(ws, rowBytes, j, nc, g.mulc(b, bb), int64(ub)*bb)
-				for u := 0; u < ub; {
-					if pairs {
-						pacc = g.qPairStep(rows, xq, xd, xc, g.addc(b, int64(u)), pacc, true)
-						u += 2
-						continue
-					}
-					acc = step(g.addc(b, int64(u)), acc)
-					u++
-				}
-				return append(append([]value.Value(nil), acc...), pacc...)
-			})
-			acc, pacc = both[:len(rows)], both[len(rows):]
-		}
-		b := full
-		for ; pairs && b+1 < nb; b += 2 {
-			pacc = g.qPairStep(rows, xq, xd, xc, ci64(int64(b)), pacc, b+pairOverrunBlocks <= nb)
-		}
-		for ; b < nb; b++ {
-			acc = step(ci64(int64(b)), acc)
-		}
-		for c := 0; c < nc; c++ {
-			vals := make([]value.Value, nw)
-			for m := range vals {
-				vals[m] = g.reduce(acc[m*nc+c])
-				if pairs {
-					vals[m] = g.fadd(vals[m], g.reduce(pacc[m*nc+c]))
-				}
-			}
-			g.store(epi(vals), out, g.addc(j, int64(c)))
-		}
-	}
-	j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { cols(j, nc) })
-	if nc > 1 {
-		g.forRange(j, g.hi, 1, func(j value.Value) { cols(j, 1) })
-	}
-}
-
-// int8DecodeNC is the column tile of emitQGemvInt8 for one matrix and per
-// matrix for two. One matrix reads 3 rows at a time, not the 8 of the f32
-// path: on the 2B's q4_0 shapes 1.30× (down, K = 9216), 1.19× (q) and 1.09×
-// (o) the weight bandwidth of 8 rows, and 3 rows beat 4 on all three (paired
-// runs of 30–40 samples, each a pass over 510 MB on 2 threads). The GeGLU
-// keeps 4 of each: 1, 2, 3, 6 and 8 measured 0.85–0.99× of it.
-var int8DecodeNC = [2]int{3, 4}
-
-// unsignedBlock loads the 32 weights of the block at byte offset boff of
-// row as unsigned bytes, as 8 × i32 for vpdpbusd.
-func (g *gen) unsignedBlock(row, boff value.Value) value.Value {
-	v8i := vecT(8, tI32)
-	// q4_0: byte j holds weight j (low nibble) and j+16 (high nibble). The
-	// 16 bytes are loaded into both halves of the vector (one broadcast
-	// load) and masked: low nibbles in the lower half, high nibbles in
-	// place (16×) in the upper.
-	raw := g.loadVecRaw(tI8, gir.QK/2, row, g.addc(boff, 2), nil)
-	both := g.b.NewShuffleVector(raw, constant.NewUndef(raw.Type()), shuffleMask(gir.QK, func(i int) int { return i % (gir.QK / 2) }))
-	return g.b.NewBitCast(g.b.NewAnd(both, nibbleMask(gir.QK)), v8i)
-}
-
-// nibbleMask is the n-byte AND mask that keeps, in each block's QK bytes
-// (its 16 bytes of nibbles twice over), the low nibbles in the first half
-// and the high nibbles in the second.
-func nibbleMask(n int) *constant.Vector {
-	masks := make([]constant.Constant, n)
-	for i := range masks {
-		masks[i] = ci(tI8, 0x0f)
-		if i%gir.QK >= gir.QK/2 {
-			masks[i] = ci(tI8, -16) // 0xf0
-		}
-	}
-	return constant.NewVector(vecT(n, tI8), masks...)
-}
-
-// pairOverrunBlocks: a pair of q4_0 blocks starting at block p may be read
-// with one 64-byte load when p+pairOverrunBlocks ≤ the row's blocks (the
-// load's 28 bytes past the pair then lie in the row).
-const pairOverrunBlocks = 4
-
-// qPairStep accumulates q4_0 blocks b and b+1 of every row into 16-lane
-// accumulators with one 512-bit vpdpbusd per row. One two-source
-// permutation places each block's 16 nibble bytes twice, in lanes laid out
-// as the quantised x already is (block b's x[0..16), x[16..32), then block
-// b+1's); another takes the two f16 scales, 8 lanes each. (The nibble
-// bytes start at even offsets, so AVX-512BW's word permutations do.)
-func (g *gen) qPairStep(rows []value.Value, xq, xd, xc, b value.Value, acc []value.Value, oneLoad bool) []value.Value {
-	const lanes = 16
-	v16i, v16f := vecT(lanes, tI32), vecT(lanes, tF32)
-	dpbusd := g.m.intrinsic("llvm.x86.avx512.vpdpbusd.512", v16i, v16i, v16i, v16i)
-	bb := int64(gir.Q4_0.BlockBytes())
-	xv := g.b.NewBitCast(g.loadVecRaw(tI8, 2*gir.QK, xq, g.mulc(b, gir.QK), nil), v16i)
-	cv := g.loadVecRaw(tI32, lanes, xc, g.mulc(b, 8), nil)
-	// d_x of each block, in the lanes of its products (upper half of each
-	// block's lanes: high nibbles, 16×, so 1/16).
-	d2 := g.loadVecRaw(tF32, 2, xd, b, nil)
-	part := make([]constant.Constant, lanes)
-	for i := range part {
-		part[i] = cf(tF32, 1)
-		if i%8 >= 4 {
-			part[i] = cf(tF32, 1.0/16)
-		}
-	}
-	spread := shuffleMask(lanes, func(i int) int { return i / 8 })
-	dx := g.fmul(g.b.NewShuffleVector(d2, constant.NewUndef(d2.Type()), spread), constant.NewVector(v16f, part...))
-
-	// oneLoad: one 64-byte load from the pair's start, of which 36 bytes
-	// are the pair's (the caller knows the rest lies inside the row or the
-	// next one). Otherwise lo holds bytes [0, 32) of the pair (d_b, block
-	// b's nibbles, d_b+1 and 12 of block b+1's nibbles) and hi bytes
-	// [20, 36) (block b+1's nibbles): two loads that stay inside it,
-	// widened to one type for a two-source permutation.
-	half := gir.QK / 2
-	nibM := shuffleMask(2*gir.QK, func(i int) int {
-		if i < gir.QK {
-			return 2 + i%half
-		}
-		return gir.QK + i%half // hi's bytes, after lo's 32
-	})
-	oneM := shuffleMask(2*gir.QK, func(i int) int { return i/gir.QK*int(bb) + 2 + i%half })
-	widenM := shuffleMask(gir.QK, func(i int) int { return i % half })
-	maskV := nibbleMask(2 * gir.QK)
-	scaleM := shuffleMask(lanes, func(i int) int { return i / 8 * int(bb) / 2 }) // word index of block i/8's d
-	boff := g.mulc(b, bb)
-	next := make([]value.Value, len(acc))
-	for i, row := range rows {
-		var q, dw value.Value
-		if oneLoad {
-			raw := g.loadVecRaw(tI8, 2*gir.QK, row, boff, nil)
-			q = g.b.NewShuffleVector(raw, constant.NewUndef(raw.Type()), oneM)
-			words := g.b.NewBitCast(raw, vecT(gir.QK, tI16))
-			dw = g.b.NewShuffleVector(words, constant.NewUndef(words.Type()), scaleM)
-		} else {
-			lo := g.loadVecRaw(tI8, gir.QK, row, boff, nil)
-			hi16 := g.loadVecRaw(tI8, gir.QK/2, row, g.addc(boff, bb+2), nil)
-			hi := g.b.NewShuffleVector(hi16, constant.NewUndef(hi16.Type()), widenM)
-			q = g.b.NewShuffleVector(lo, hi, nibM)
-			words := g.b.NewBitCast(lo, vecT(gir.QK/2, tI16))
-			dw = g.b.NewShuffleVector(words, constant.NewUndef(words.Type()), scaleM)
-		}
-		q = g.b.NewAnd(q, maskV)
-		dot := g.b.NewCall(dpbusd, cv, g.b.NewBitCast(q, v16i), xv)
-		s := g.fmul(g.b.NewFPExt(g.b.NewBitCast(dw, vecT(lanes, tF16)), v16f), dx)
-		next[i] = g.fma(g.b.NewSIToFP(dot, v16f), s, acc[i])
-	}
-	return next
 }

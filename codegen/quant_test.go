@@ -299,7 +299,10 @@ func quantCases() []kcase {
 			qmatmulCase(1, 64, 7, dt, 1, 0),
 			qmatmulCase(1, 96, 13, dt, 1, 0),
 			qmatmulCase(1, 2304, 19, dt, 1, 0),
-			qmatmulCase(1, 160, 9, dt, 1, 0), // q4_0 pairs: one load, two loads, then a single block
+			// q4_0 decode (byte dot products): an odd block count and a
+			// masked last chunk, whole periods of 9 chunks and no tail.
+			qmatmulCase(1, 160, 9, dt, 1, 0),
+			qmatmulCase(1, 2048, 7, dt, 1, 0),
 			qmatmulCase(1, 288, 17, dt, 1, 0),
 			// Decode: granule-aligned pieces of whole column tiles of
 			// either path (3 and 8 rows) and a tail.
@@ -426,6 +429,9 @@ func getQBenchLib(b *testing.B) *lib {
 		}
 		if v := os.Getenv("GEMMAC_I8K"); v != "" {
 			int8PanelK, _ = strconv.Atoi(v)
+		}
+		if v := os.Getenv("GEMMAC_I8NC"); v != "" {
+			fmt.Sscanf(v, "%d,%d", &int8DecodeNC[0], &int8DecodeNC[1])
 		}
 		if os.Getenv("GEMMAC_INT8") == "0" {
 			int8Decode = false
