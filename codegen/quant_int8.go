@@ -178,6 +178,7 @@ func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value)
 		// limits the last chunk's load to the row.
 		chunk := func(i value.Value, c int, mask value.Value, acc []value.Value) []value.Value {
 			off := g.mulc(i, chunkBytes)
+			g.prefetchNextTile(ws, rowBytes, j, nc, off, chunkBytes)
 			xlo := g.b.NewBitCast(g.loadVecRaw(tI8, chunkBytes, xl.lo, off, nil), v16i)
 			xhi := g.b.NewBitCast(g.loadVecRaw(tI8, chunkBytes, xl.hi, off, nil), v16i)
 			corr := g.loadVecRaw(tI32, 16, xl.corr, g.mulc(i, 16), nil)
@@ -205,9 +206,7 @@ func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value)
 			acc[r] = cf(v16f, 0)
 		}
 		if periods > 0 {
-			period := int64(periodChunks * chunkBytes)
 			_, acc = g.loop(ci64(0), ci64(periods), 1, acc, func(p value.Value, acc []value.Value) []value.Value {
-				g.prefetchNextTile(ws, rowBytes, j, nc, g.mulc(p, period), period)
 				for c := 0; c < periodChunks; c++ {
 					acc = chunk(g.addc(g.mulc(p, periodChunks), int64(c)), c, nil, acc)
 				}
