@@ -43,11 +43,13 @@ var int8Decode = true
 // keeps exact activations. For the GEMVs, by
 // measurement (go test ./codegen -bench 'QGEMVDecode|QGeGLUDecode', with
 // GEMMAC_INT8=0 for the f32 path): q4_0's unpacking costs more than
-// quantising x (1.2–1.4× faster with vpdpbusd); a q8_0 variant (sign bit
-// flipped to make the weights unsigned) matched or lost to the f32 path
-// (0.84–0.89×), which is exact, and was removed; so was a variant with two
-// q8_0 blocks per 512-bit vpdpbusd: 1.2× the f32 path in L2, but no faster
-// in the 2B model (73–85% of the roofline against 72–81%, alternating).
+// quantising x (1.2–1.4× faster with vpdpbusd on Zen 5; with the chunked
+// kernel on an Intel Xeon, 1.5–1.85× from memory and 2.9× in L2); a q8_0
+// variant (sign bit flipped to make the weights unsigned) matched or lost
+// to the f32 path (0.84–0.89×), which is exact, and was removed; so was a
+// variant with two q8_0 blocks per 512-bit vpdpbusd: 1.2× the f32 path in
+// L2, but no faster in the 2B model (73–85% of the roofline against
+// 72–81%, alternating).
 func (t Target) QuantizesActivations(dt gir.DType) bool {
 	return int8Decode && dt == gir.Q4_0 && t.hasVNNI() && t.Lanes == 16
 }
