@@ -298,12 +298,6 @@ func (g *gen) loadVecRaw(elem types.Type, n int, p, idx, mask value.Value) value
 	return g.b.NewCall(fn, vp, ci32(int64(alignOf(elem))), mask, constant.NewZeroInitializer(vt))
 }
 
-// storeVecRaw stores the vector v at p[idx], p an elem* (no conversion).
-func (g *gen) storeVecRaw(elem types.Type, v, p, idx value.Value) {
-	s := g.b.NewStore(v, g.b.NewBitCast(g.gep(elem, p, idx), ptrT(v.Type())))
-	s.Align = alignOf(elem)
-}
-
 // widen converts a vector of dtype dt (as loaded) to f32 lanes, in registers.
 func (g *gen) widen(v value.Value, dt gir.DType) value.Value {
 	n := int(v.Type().(*types.VectorType).Len)
@@ -362,16 +356,20 @@ func (g *gen) loadScalar(dt gir.DType, p, idx value.Value) value.Value {
 }
 
 // storeVec stores a float vector to p[idx] (p is float*), masked if mask != nil.
-func (g *gen) storeVec(v, p, idx, mask value.Value) {
+func (g *gen) storeVec(v, p, idx, mask value.Value) { g.storeVecRaw(tF32, v, p, idx, mask) }
+
+// storeVecRaw stores the vector v (of elem) at p[idx], p an elem*, masked
+// if mask != nil: loadVecRaw's counterpart.
+func (g *gen) storeVecRaw(elem types.Type, v, p, idx, mask value.Value) {
 	vt := v.Type().(*types.VectorType)
-	vp := g.b.NewBitCast(g.gep(tF32, p, idx), ptrT(vt))
+	vp := g.b.NewBitCast(g.gep(elem, p, idx), ptrT(vt))
 	if mask == nil {
 		s := g.b.NewStore(v, vp)
-		s.Align = 4
+		s.Align = alignOf(elem)
 		return
 	}
 	fn := g.m.intrinsic(fmt.Sprintf("llvm.masked.store.%s.p0%s", tsuffix(vt), tsuffix(vt)), tVoid, vt, ptrT(vt), tI32, vecT(int(vt.Len), tI1))
-	g.b.NewCall(fn, v, vp, ci32(4), mask)
+	g.b.NewCall(fn, v, vp, ci32(int64(alignOf(elem))), mask)
 }
 
 // ---- control flow ----

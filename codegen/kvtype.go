@@ -55,16 +55,7 @@ func (g *gen) storeKV(dst, do, src, so value.Value, n int, dt gir.DType) {
 		return
 	}
 	g.vecLoop(n, nil, func(off, mask value.Value, _ []value.Value) []value.Value {
-		v := g.narrowBF16(g.loadF(src, g.add(so, off), mask))
-		vt := v.Type().(*types.VectorType)
-		vp := g.b.NewBitCast(g.gep(tI16, dst, g.add(do, off)), ptrT(vt))
-		if mask == nil {
-			s := g.b.NewStore(v, vp)
-			s.Align = 2
-			return nil
-		}
-		fn := g.m.intrinsic(fmt.Sprintf("llvm.masked.store.%s.p0%s", tsuffix(vt), tsuffix(vt)), tVoid, vt, ptrT(vt), tI32, vecT(int(vt.Len), tI1))
-		g.b.NewCall(fn, v, vp, ci32(2), mask)
+		g.storeVecRaw(tI16, g.narrowBF16(g.loadF(src, g.add(so, off), mask)), dst, g.add(do, off), mask)
 		return nil
 	})
 }

@@ -106,10 +106,10 @@ func (g *gen) layoutX(x value.Value, K int) xLayout {
 	v64b, v16i, v16f := vecT(chunkBytes, tI8), vecT(16, tI32), vecT(16, tF32)
 	g.forRange(ci64(0), ci64(chunks), 1, func(i value.Value) {
 		for _, p := range []value.Value{xl.lo, xl.hi} {
-			g.storeVecRaw(tI8, constant.NewZeroInitializer(v64b), p, g.mulc(i, chunkBytes))
+			g.storeVecRaw(tI8, constant.NewZeroInitializer(v64b), p, g.mulc(i, chunkBytes), nil)
 		}
-		g.storeVecRaw(tI32, constant.NewZeroInitializer(v16i), xl.corr, g.mulc(i, 16))
-		g.storeVecRaw(tF32, constant.NewZeroInitializer(v16f), xl.scale, g.mulc(i, 16))
+		g.storeVecRaw(tI32, constant.NewZeroInitializer(v16i), xl.corr, g.mulc(i, 16), nil)
+		g.storeVec(constant.NewZeroInitializer(v16f), xl.scale, g.mulc(i, 16), nil)
 	})
 
 	// block quantises block b into the bytes and returns its scale.
@@ -125,7 +125,7 @@ func (g *gen) layoutX(x value.Value, K int) xLayout {
 	pairScales := func(p, d0, d1 value.Value) {
 		two := g.b.NewInsertElement(g.b.NewInsertElement(constant.NewUndef(vecT(2, tF32)), d0, ci32(0)), d1, ci32(1))
 		spread := g.b.NewShuffleVector(two, constant.NewUndef(two.Type()), shuffleMask(16, func(l int) int { return min(l/5, 1) }))
-		g.storeVecRaw(tF32, g.b.NewSelect(maskConst(16, 9), spread, constant.NewZeroInitializer(v16f)), xl.scale, g.mulc(p, 9))
+		g.storeVec(g.b.NewSelect(maskConst(16, 9), spread, constant.NewZeroInitializer(v16f)), xl.scale, g.mulc(p, 9), nil)
 	}
 	g.forRange(ci64(0), ci64(int64(nb/2)), 1, func(p value.Value) {
 		b := g.mulc(p, 2)
@@ -145,7 +145,7 @@ func (g *gen) layoutX(x value.Value, K int) xLayout {
 		for _, p := range []value.Value{xl.lo, xl.hi} {
 			sum = g.b.NewCall(dpbusd, sum, eights, g.b.NewBitCast(g.loadVecRaw(tI8, chunkBytes, p, off, nil), v16i))
 		}
-		g.storeVecRaw(tI32, g.sub(s, sum), xl.corr, g.mulc(i, 16))
+		g.storeVecRaw(tI32, g.sub(s, sum), xl.corr, g.mulc(i, 16), nil)
 	})
 	return xl
 }
@@ -270,7 +270,7 @@ func (g *gen) quantizeBlock(x, k value.Value) (qs []value.Value, d value.Value) 
 // storeBytes stores the i32 lanes of q, truncated to bytes, at p[idx] (p
 // an i8*).
 func (g *gen) storeBytes(q, p, idx value.Value) {
-	g.storeVecRaw(tI8, g.b.NewTrunc(q, vecT(int(q.Type().(*types.VectorType).Len), tI8)), p, idx)
+	g.storeVecRaw(tI8, g.b.NewTrunc(q, vecT(int(q.Type().(*types.VectorType).Len), tI8)), p, idx, nil)
 }
 
 // reduceInt sums the lanes of an integer vector.
