@@ -153,13 +153,13 @@ func (p *bytePanel) accumulate(g *gen, acc []value.Value, r0 value.Value, mr int
 	}
 	_, acc = g.loop(ci64(0), ci64(int64(nb)), 1, acc, func(b value.Value, acc []value.Value) []value.Value {
 		pf.line(g, g.add(g.mulc(g.b.NewUDiv(r0, ci64(int64(mr))), int64(nb)), b))
-		// Row r's entries of block b in the scale and correction tables.
-		rb := func(r int) value.Value {
-			return g.add(g.mulc(g.addc(r0, int64(r)), rowBlocks), g.add(b0, b))
-		}
+		// Row r's correction and scale of block b, from QuantizeRows' tables.
 		iacc := make([]value.Value, len(acc))
+		dx := make([]value.Value, mr)
 		for r := 0; r < mr; r++ {
-			c := g.splat(g.load(tI32, p.xc, rb(r)), L)
+			rb := g.add(g.mulc(g.addc(r0, int64(r)), rowBlocks), g.add(b0, b))
+			dx[r] = g.splat(g.load(tF32, p.xd, rb), L)
+			c := g.splat(g.load(tI32, p.xc, rb), L)
 			for m := 0; m < nw; m++ {
 				for v := 0; v < nv; v++ {
 					iacc[at(m, r, v)] = c
@@ -189,9 +189,8 @@ func (p *bytePanel) accumulate(g *gen, acc []value.Value, r0 value.Value, mr int
 			for v := 0; v < nv; v++ {
 				dw := g.loadF(p.scales, g.addc(g.mulc(g.addc(b, int64(m*nbk)), int64(P)), int64(v*L)), nil)
 				for r := 0; r < mr; r++ {
-					dx := g.splat(g.load(tF32, p.xd, rb(r)), L)
 					i := at(m, r, v)
-					next[i] = g.fma(g.fmul(g.b.NewSIToFP(iacc[i], v16f), dw), dx, acc[i])
+					next[i] = g.fma(g.fmul(g.b.NewSIToFP(iacc[i], v16f), dw), dx[r], acc[i])
 				}
 			}
 		}
