@@ -95,7 +95,11 @@ func getBenchLib(b *testing.B) *lib {
 				decodeUnroll[i], _ = strconv.Atoi(v)
 			}
 		}
-		m := NewModule(HostTarget())
+		tg := HostTarget()
+		if v, ok := os.LookupEnv("GEMMAC_TUNE"); ok {
+			tg.Tune = v
+		}
+		m := NewModule(tg)
 		s := benchSpec
 		for _, sp := range []Spec{s.gemvBF16, s.gemvF32, s.gegluBF16, s.gemmBF16, s.gegluPrefill, s.gemmF32, s.gegluPrefillF32, s.downF32, s.downBF16, s.attention, s.attentionDecode, s.read, s.fma} {
 			m.MustAdd(sp)

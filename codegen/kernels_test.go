@@ -500,9 +500,10 @@ func allCases() []kcase {
 		matmulCase(1, 96, 13, B, 1, 0),
 		matmulCase(1, 256, 9, H, 1, 0),
 		matmulCase(1, 100, 5, B, 1, 0),
-		// bf16 decode GEMVs read short rows one at a time and long ones
-		// (over shortDecodeRowBytes) 8 at a time: column tiles and single
-		// columns, a masked K tail, x de-interleaved and (K > 4096) not.
+		// bf16 decode GEMVs read 8 rows at a time (tuned for Zen, short
+		// rows, up to zenShortRowBytes, one at a time): column tiles and
+		// single columns, a masked K tail, x de-interleaved and (K > 4096)
+		// not.
 		matmulCase(1, 2304, 9, B, 1, 30),
 		matmulCase(1, 2330, 19, B, 1, 0),
 		matmulCase(1, 4200, 11, B, 1, 0),
@@ -512,8 +513,9 @@ func allCases() []kcase {
 		matmulCase(64, 64, 10, F, 61, 0),
 		matmulCase(64, 256, 9, B, 64, 30),
 		gegluCase(1, 64, 7, B, 1),
-		// bf16 decode GeGLU steps four pairs of vectors: whole steps and a
-		// masked tail, with x de-interleaved (K ≤ 4096) and without.
+		// bf16 decode GeGLU: two rows of each matrix a pair of vectors at a
+		// time (for Zen one row, four pairs): whole steps and a masked
+		// tail, with x de-interleaved (K ≤ 4096) and without.
 		gegluCase(1, 328, 5, B, 1),
 		gegluCase(1, 4200, 3, B, 1),
 		gegluCase(1, 72, 5, F, 1),
@@ -567,13 +569,17 @@ func allCases() []kcase {
 	return append(cs, probeCases()...)
 }
 
-// testTargets are the targets whose kernels run here: the host's, and the
-// narrower x86 ones when the host is x86 (so the 8- and 4-lane code paths
-// are checked on an AVX-512 machine too).
+// testTargets are the targets whose kernels run here: the host's, the
+// host's with the other x86 tuning (so both choices of tiles run on any
+// machine), and the narrower x86 ones when the host is x86 (so the 8- and
+// 4-lane code paths are checked on an AVX-512 machine too).
 func testTargets() []Target {
 	h := HostTarget()
 	ts := []Target{h}
 	if h.isX86() {
+		other := h
+		other.Tune = map[string]string{"": "zen", "zen": ""}[h.Tune]
+		ts = append(ts, other)
 		for _, n := range []string{"x86-64-v3", "x86-64"} {
 			t, _ := TargetByName(n)
 			if t.Name != h.Name && (n != "x86-64-v3" || cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C) {
@@ -590,7 +596,7 @@ func TestKernels(t *testing.T) { runCases(t, testTargets(), allCases()) }
 // and runs every case on it.
 func runCases(t *testing.T, targets []Target, cases []kcase) {
 	for _, tg := range targets {
-		t.Run(tg.Name, func(t *testing.T) {
+		t.Run(tg.String(), func(t *testing.T) {
 			m := NewModule(tg)
 			for _, c := range cases {
 				m.MustAdd(c.spec)

@@ -81,12 +81,13 @@ func (s GeGLU) emit(g *gen) {
 	})
 }
 
-// gemmGranule is the column granule of a float matmul of R rows of K.
+// gemmGranule is the column granule of a float matmul of R rows of K: the
+// generic tile's columns, a multiple of every tuning's (gemmTiling).
 func gemmGranule(R, K, nw int, dt gir.DType) int64 {
 	if usesPanels(R) {
 		return panelGranule(nw)
 	}
-	_, nc, _ := gemmTiling(R, K, nw, dt)
+	_, nc, _ := gemmTiling(R, K, nw, dt, "")
 	return int64(nc)
 }
 
@@ -103,24 +104,32 @@ func checkWeightType(dt gir.DType) error {
 //
 // Decode (R=1) is memory bound: f32/f16 keep 4 weight rows (per matrix) in
 // flight, two vectors each per step. bf16 (the pair step: one cache line
-// per row per step) keeps decodeNC rows in flight: 8 for one matrix with
-// long rows (8 rows read 1.2–1.35× faster than one at K = 4608–9216), but
-// one row, two accumulators, when a row is at most shortDecodeRowBytes: at
-// K = 2048–2304 (the 2B's q, k, v, o and LM head) one row read 1.03–1.2×
-// faster than 8, since consecutive rows then make one sequential stream;
-// K = 3584–4096 measured the same either way. The GeGLU takes one row of
-// each matrix, four lines per step, which read 1.09–1.17× faster than four
-// rows of each (the median of 100 samples alternating with the other tile,
-// five runs; f32's GeGLU measured no gain from it). One-row tiles take no
+// per row per step) keeps decodeNC rows of each matrix in flight, each
+// prefetched ahead: on the Intel Xeon (Emerald Rapids) VM, 8 rows of one
+// matrix read 1.4–1.6× faster than one row at K = 2048–2304 (the 2B's q,
+// k, v, o and LM head; the one-row tile streamed at 55–65% of the read
+// probe, the 8-row tile at 80–95%), and 2 rows of each GeGLU matrix 1.3×
+// faster than one (the medians of three rounds alternating with the other
+// tiles, BenchmarkDecode2B). Many streams in flight are what that memory
+// system needs. AMD Zen 5 (tune "zen") measured the other way, and keeps
+// its tiles: a GEMV whose rows are at most zenShortRowBytes reads them one
+// at a time, 1.03–1.2× faster than 8 (consecutive rows then make one
+// sequential stream), and the GeGLU one row of each matrix, four lines per
+// step, 1.09–1.17× faster than four rows of each; one-row tiles take no
 // software prefetch (see the prefetchPlan choice in emitGemm): plain
-// streams are what the hardware prefetcher follows. A batched
-// decode step (smallBatch) is memory bound too: one tile holds every row,
-// so each weight vector is loaded and widened once and feeds R FMAs, with
+// streams are what its hardware prefetcher follows. A batched decode step
+// (smallBatch) is memory bound too: one tile holds every row, so each
+// weight vector is loaded and widened once and feeds R FMAs, with
 // batchAccumulators accumulators. Prefill runs as panels (panel.go).
-func gemmTiling(R, K, nw int, dt gir.DType) (mr, nc, unroll int) {
+func gemmTiling(R, K, nw int, dt gir.DType, tune string) (mr, nc, unroll int) {
 	if R == 1 && dt == gir.BF16 {
-		if nw == 1 && int64(K*dt.Size()) <= shortDecodeRowBytes {
-			return 1, 1, 2
+		if tune == "zen" {
+			if nw == 2 {
+				return 1, 1, 4
+			}
+			if int64(K*dt.Size()) <= zenShortRowBytes {
+				return 1, 1, 2
+			}
 		}
 		return 1, decodeNC[nw-1], decodeUnroll[nw-1]
 	}
@@ -159,7 +168,7 @@ func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Valu
 		emitPanelGemm(g, R, K, N, dt, nw, epi)
 		return
 	}
-	mr, nc, unroll := gemmTiling(R, K, nw, dt)
+	mr, nc, unroll := gemmTiling(R, K, nw, dt, g.t.Tune)
 	if g.L() < 16 && smallBatch(R) {
 		// Fewer, narrower registers (16 on AVX2/NEON): fewer columns (the
 		// tile must hold every row), leaving registers for x and a weight.
@@ -448,13 +457,14 @@ func (g *gen) dotTile(x, xd value.Value, wr [][]value.Value, dt gir.DType, K int
 // weight matrices: weight rows in flight and K unroll in vectors (an odd
 // unroll steps by one pair, 2L elements, into one accumulator per row).
 var (
-	decodeNC     = [2]int{8, 1}
-	decodeUnroll = [2]int{1, 4}
+	decodeNC     = [2]int{8, 2}
+	decodeUnroll = [2]int{1, 2}
 )
 
-// shortDecodeRowBytes: a bf16 decode GEMV (one matrix) whose weight rows
-// are at most this long reads them one at a time (see gemmTiling).
-var shortDecodeRowBytes int64 = 4608
+// zenShortRowBytes: tuned for Zen, a bf16 decode GEMV (one matrix) whose
+// weight rows are at most this long reads them one at a time (see
+// gemmTiling).
+var zenShortRowBytes int64 = 4608
 
 // deinterleaveX: bf16 decode de-interleaves x once per call (K ≤ 4096)
 // instead of shuffling it in every pair step.

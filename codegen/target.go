@@ -2,6 +2,7 @@ package codegen
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 
@@ -16,12 +17,20 @@ type Target struct {
 	CPU      string // -mcpu
 	Features string // -mattr, comma separated ("+avx512f,..."); may be empty
 	Lanes    int    // f32 lanes of one vector register: 16 AVX-512, 8 AVX2, 4 SSE/NEON
+	// Tune names the microarchitecture some tiles were measured on, where
+	// they differ from the rest (gemmTiling): "zen" for AMD's, "" otherwise.
+	Tune string
 }
 
 // VectorBits is the width of one f32 vector in bits.
 func (t Target) VectorBits() int { return t.Lanes * 32 }
 
-func (t Target) String() string { return t.Name }
+func (t Target) String() string {
+	if t.Tune != "" {
+		return t.Name + " tuned for " + t.Tune
+	}
+	return t.Name
+}
 
 func osTriple(arch string) string {
 	switch runtime.GOOS {
@@ -83,7 +92,25 @@ func HostTarget() Target {
 	if name == "x86-64-v4" && cpu.X86.HasAVX512VNNI {
 		t.Features += ",+avx512vnni"
 	}
+	if t.isX86() && hostVendor() == "AuthenticAMD" {
+		t.Tune = "zen"
+	}
 	return t
+}
+
+// hostVendor is the CPU's vendor string as Linux reports it
+// ("GenuineIntel", "AuthenticAMD"), or "" where it cannot be read.
+func hostVendor() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "vendor_id" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func (t Target) isX86() bool { return strings.HasPrefix(t.Triple, "x86_64") }
