@@ -578,7 +578,10 @@ func testTargets() []Target {
 	ts := []Target{h}
 	if h.isX86() {
 		other := h
-		other.Tune = map[string]string{"": "zen", "zen": ""}[h.Tune]
+		other.Tune = TuneZen
+		if h.Tune == TuneZen {
+			other.Tune = ""
+		}
 		ts = append(ts, other)
 		for _, n := range []string{"x86-64-v3", "x86-64"} {
 			t, _ := TargetByName(n)

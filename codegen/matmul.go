@@ -111,7 +111,7 @@ func checkWeightType(dt gir.DType) error {
 // probe, the 8-row tile at 80–95%), and 2 rows of each GeGLU matrix 1.3×
 // faster than one (the medians of three rounds alternating with the other
 // tiles, BenchmarkDecode2B). Many streams in flight are what that memory
-// system needs. AMD Zen 5 (tune "zen") measured the other way, and keeps
+// system needs. AMD Zen 5 (TuneZen) measured the other way, and keeps
 // its tiles: a GEMV whose rows are at most zenShortRowBytes reads them one
 // at a time, 1.03–1.2× faster than 8 (consecutive rows then make one
 // sequential stream), and the GeGLU one row of each matrix, four lines per
@@ -123,7 +123,7 @@ func checkWeightType(dt gir.DType) error {
 // batchAccumulators accumulators. Prefill runs as panels (panel.go).
 func gemmTiling(R, K, nw int, dt gir.DType, tune string) (mr, nc, unroll int) {
 	if R == 1 && dt == gir.BF16 {
-		if tune == "zen" {
+		if tune == TuneZen {
 			if nw == 2 {
 				return 1, 1, 4
 			}

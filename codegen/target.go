@@ -18,9 +18,12 @@ type Target struct {
 	Features string // -mattr, comma separated ("+avx512f,..."); may be empty
 	Lanes    int    // f32 lanes of one vector register: 16 AVX-512, 8 AVX2, 4 SSE/NEON
 	// Tune names the microarchitecture some tiles were measured on, where
-	// they differ from the rest (gemmTiling): "zen" for AMD's, "" otherwise.
+	// they differ from the rest (gemmTiling): TuneZen for AMD's, "" otherwise.
 	Tune string
 }
+
+// TuneZen is Target.Tune for AMD Zen cores.
+const TuneZen = "zen"
 
 // VectorBits is the width of one f32 vector in bits.
 func (t Target) VectorBits() int { return t.Lanes * 32 }
@@ -93,7 +96,7 @@ func HostTarget() Target {
 		t.Features += ",+avx512vnni"
 	}
 	if t.isX86() && hostVendor() == "AuthenticAMD" {
-		t.Tune = "zen"
+		t.Tune = TuneZen
 	}
 	return t
 }

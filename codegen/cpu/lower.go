@@ -28,7 +28,7 @@ type Options struct {
 // Lower builds, optimises and lowers every entry point of cfg, adding the
 // kernels it needs to mod. dtypes are the checkpoint's weight dtypes.
 func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *codegen.Module) (*plan.Artifact, error) {
-	art, err := codegen.NewArtifact(cfg, "cpu "+opts.Target.Name, opts.Context)
+	art, err := codegen.NewArtifact(cfg, "cpu "+opts.Target.String(), opts.Context)
 	if err != nil {
 		return nil, err
 	}
