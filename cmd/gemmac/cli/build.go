@@ -169,7 +169,7 @@ func runBuild(env *Env, args []string) error {
 			return err
 		}
 		fmt.Fprintf(env.Stderr, "wrote package %s (%s): %d kernels for %s, context %d, in %.1fs\n",
-			name, *pkgDir, len(compiled.Artifact.Kernels), t.Name, context, time.Since(start).Seconds())
+			name, *pkgDir, len(compiled.Artifact.Kernels), t, context, time.Since(start).Seconds())
 		return nil
 	}
 	if err := emitKernels(); err != nil {
@@ -183,7 +183,7 @@ func runBuild(env *Env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.Stderr, "built %s: %d kernels for %s, context %d, in %.1fs\n",
-		*out, len(compiled.Artifact.Kernels), t.Name, context, time.Since(start).Seconds())
+		*out, len(compiled.Artifact.Kernels), t, context, time.Since(start).Seconds())
 	return nil
 }
 
