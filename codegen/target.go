@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/cpu"
 )
@@ -102,15 +103,24 @@ func HostTarget() Target {
 }
 
 // hostVendor is the CPU's vendor string as Linux reports it
-// ("GenuineIntel", "AuthenticAMD"), or "" where it cannot be read.
-func hostVendor() string {
+// ("GenuineIntel", "AuthenticAMD"), or "" where it cannot be read. Read
+// once: HostTarget is called again and again.
+var hostVendor = sync.OnceValue(func() string {
 	b, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
 		return ""
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "vendor_id" {
-			return strings.TrimSpace(v)
+	return CPUInfoField(string(b), "vendor_id")
+})
+
+// CPUInfoField is the first value of key in the text of /proc/cpuinfo,
+// its runs of spaces made single, or "".
+func CPUInfoField(cpuinfo, key string) string {
+	for _, line := range strings.Split(cpuinfo, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == key {
+			if v = strings.Join(strings.Fields(v), " "); v != "" {
+				return v
+			}
 		}
 	}
 	return ""

@@ -23,6 +23,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gemmac/gemmac/codegen"
 )
 
 // modelSpec is one --model NAME=DIR[:DTYPE].
@@ -243,13 +245,8 @@ func machineInfo() Machine {
 func cpuModel(cpuinfo string) string {
 	// x86 says "model name"; some ARM kernels say "Model" or "Processor".
 	for _, key := range []string{"model name", "Model", "Processor", "cpu model"} {
-		for _, line := range strings.Split(cpuinfo, "\n") {
-			k, v, ok := strings.Cut(line, ":")
-			if ok && strings.TrimSpace(k) == key {
-				if v = strings.Join(strings.Fields(v), " "); v != "" {
-					return v
-				}
-			}
+		if v := codegen.CPUInfoField(cpuinfo, key); v != "" {
+			return v
 		}
 	}
 	return ""
