@@ -112,7 +112,17 @@ func Build(name string, c *Config, s GraphShape, dtypes map[string]ir.DType) (*i
 			attn.CacheLen = min(c.SlidingWindow, s.Context)
 		}
 		a := b.Op(ir.OpAttention, lbl("attn"), attn, q, k, v, pos, nValid)
-		a = linear(reshape(a, lbl("attn_heads"), T, Hq*D), l.O, H, Hq*D)
+		a = reshape(a, lbl("attn_heads"), T, Hq*D)
+		if i == c.NumHiddenLayers-1 && !s.AllLogits && T > 1 {
+			// Only the last valid token's logits leave the graph, and the
+			// attention above has stored every token's keys and values:
+			// the other rows of this layer's output projection and
+			// feed-forward block are dead, so they are dropped here rather
+			// than multiplied (as llama.cpp does with its output ids).
+			a = b.Op(ir.OpSelectRow, lbl("attn_last_token"), nil, a, nValid)
+			x = b.Op(ir.OpSelectRow, "last_token", nil, x, nValid)
+		}
+		a = linear(a, l.O, H, Hq*D)
 		a = rmsNorm(a, l.PostAttnNorm, lbl("post_attn_norm"))
 		x = b.Op(ir.OpAdd, lbl("residual_attn"), nil, x, a)
 
@@ -125,7 +135,7 @@ func Build(name string, c *Config, s GraphShape, dtypes map[string]ir.DType) (*i
 		x = b.Op(ir.OpAdd, lbl("residual_ffw"), nil, x, m)
 	}
 
-	if !s.AllLogits {
+	if !s.AllLogits && T == 1 {
 		x = b.Op(ir.OpSelectRow, "last_token", nil, x, nValid)
 	}
 	x = rmsNorm(x, FinalNormName, "final_norm")

@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -152,7 +153,8 @@ func TestFusedGraphShape(t *testing.T) {
 		want int
 	}{
 		{ir.OpGeGLU, layers},
-		{ir.OpAddRMSNorm, 2*layers - 1}, // every residual add but the last feeds a norm
+		{ir.OpAddRMSNorm, 2 * layers}, // every residual add feeds a norm (the last, the final norm)
+		{ir.OpSelectRow, 2},           // the last layer's attention output and residual stream
 		{ir.OpGeluTanh, 0},
 		{ir.OpScale, 0},
 		{ir.OpSoftcap, 0},
@@ -161,6 +163,19 @@ func TestFusedGraphShape(t *testing.T) {
 	} {
 		if got := count(g, c.op); got != c.want {
 			t.Errorf("%d %v ops after the pipeline, want %d\n%s", got, c.op, c.want, g)
+		}
+	}
+	// Past the last attention only the last valid token's row is computed.
+	for _, v := range g.Values {
+		if v.Op != ir.OpGeGLU {
+			continue
+		}
+		want := 8
+		if strings.HasPrefix(v.Name, fmt.Sprintf("layers.%d.", layers-1)) {
+			want = 1
+		}
+		if v.Shape[0] != want {
+			t.Errorf("%v computes %d rows, want %d", v, v.Shape[0], want)
 		}
 	}
 	for _, v := range g.Values {
