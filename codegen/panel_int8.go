@@ -212,7 +212,6 @@ func (p *bytePanel) pack(g *gen, j, lastCol, k0 value.Value, klen int) {
 	// high (k 16..31).
 	concat := shuffleMask(gir.QK, func(i int) int { return i })
 	v8w := vecT(gir.QK/4, tI16)
-	pair := shuffleMask(L, func(i int) int { return i })
 	for m, w := range p.ws {
 		for c0 := 0; c0 < p.P; c0 += L {
 			rowAt := make([]value.Value, L)
@@ -222,26 +221,47 @@ func (p *bytePanel) pack(g *gen, j, lastCol, k0 value.Value, klen int) {
 			g.forRange(ci64(0), ci64(int64(klen/gir.QK)), 1, func(b value.Value) {
 				boff := g.mulc(b, bb)
 				cols := make([]value.Value, L) // column c's 32 bytes as 8 dwords
-				var dv value.Value = constant.NewUndef(vecT(L, tF32))
 				for c := range cols {
 					raw := g.loadVecRaw(tI8, gir.QK/2, rowAt[c], g.addc(boff, 2), nil)
 					high := g.b.NewBitCast(g.b.NewLShr(g.b.NewBitCast(raw, v8w), ci(v8w, 4)), raw.Type())
 					q := g.b.NewAnd(g.b.NewShuffleVector(raw, high, concat), ci(vecT(gir.QK, tI8), 15))
 					cols[c] = g.b.NewBitCast(q, vecT(gir.QK/4, tI32))
-					dv = g.b.NewInsertElement(dv, g.loadHalfAt(rowAt[c], boff), ci32(int64(c)))
 				}
-				g.storeVec(dv, p.scales, g.addc(g.mulc(g.addc(b, int64(m*nbk)), int64(p.P)), int64(c0)), nil)
-				// Vector i holds columns i and i+8: transposing the 8 as
-				// 8-lane halves gives dword t of all 16 columns in vector t.
-				vs := make([]value.Value, L/2)
-				for i := range vs {
-					vs[i] = g.b.NewShuffleVector(cols[i], cols[i+L/2], pair)
-				}
-				for t, v := range g.transpose(vs) {
+				g.storeVec(g.blockScales(rowAt, boff), p.scales, g.addc(g.mulc(g.addc(b, int64(m*nbk)), int64(p.P)), int64(c0)), nil)
+				for t, v := range g.columnDwords(cols) {
 					kd := g.addc(g.mulc(b, gir.QK/4), int64(t))
 					g.storeVec(v, p.panel, g.addc(g.mulc(g.addc(kd, int64(m*kw)), int64(p.P)), int64(c0)), nil)
 				}
 			})
 		}
 	}
+}
+
+// columnDwords transposes one block of 16 columns, each 32 bytes given as 8
+// dwords (cols[c]), into 8 vectors: vector t holds dword t (k = 4t..4t+3)
+// of every column, column c in lane c. Vector i of the first step pairs
+// columns i and i+8, so the transpose runs on 8-lane halves.
+func (g *gen) columnDwords(cols []value.Value) []value.Value {
+	const L = 16
+	pair := shuffleMask(L, func(i int) int { return i })
+	vs := make([]value.Value, L/2)
+	for i := range vs {
+		vs[i] = g.b.NewShuffleVector(cols[i], cols[i+L/2], pair)
+	}
+	return g.transpose(vs)
+}
+
+// blockScales is the f16 scale of the block at byte offset boff of each of
+// the 16 rows in rowAt, widened to f32 in one conversion, column c in lane c.
+func (g *gen) blockScales(rowAt []value.Value, boff value.Value) value.Value {
+	var h value.Value = constant.NewUndef(vecT(len(rowAt), tI16))
+	for c, row := range rowAt {
+		bits := g.b.NewLoad(tI16, g.b.NewBitCast(g.gep(tI8, row, boff), ptrT(tI16)))
+		bits.Align = 1
+		h = g.b.NewInsertElement(h, bits, ci32(int64(c)))
+	}
+	if !g.t.nativeF16() {
+		return g.halfBits(h)
+	}
+	return g.b.NewFPExt(g.b.NewBitCast(h, vecT(len(rowAt), tF16)), vecT(len(rowAt), tF32))
 }

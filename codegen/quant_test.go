@@ -455,7 +455,8 @@ func getQBenchLib(b *testing.B) *lib {
 
 // benchQ runs a quantised kernel on weights from the benchmark arena (its
 // u16 read as f16 scales are normal numbers, so every block is valid),
-// rotating through distinct copies for decode as benchGemm does.
+// rotating through distinct copies for decode (and, with GEMMAC_COLD=1, for
+// prefill) as benchGemm does.
 func benchQ(b *testing.B, key string, threads int) {
 	l := getQBenchLib(b)
 	s := qbenchSpec[key]
@@ -472,7 +473,7 @@ func benchQ(b *testing.B, key string, threads int) {
 	if xbytes(s) && !l.target.hasVNNI() {
 		b.Skip("byte panels need VNNI")
 	}
-	argv, keep := arenaArgs(R, K, N, nw, wb, R == 1 && !strings.HasPrefix(key, "l2_"))
+	argv, keep := arenaArgs(R, K, N, nw, wb, R == 1 && !strings.HasPrefix(key, "l2_") || R > 1 && os.Getenv("GEMMAC_COLD") != "")
 	if xbytes(s) {
 		x := keep[0].([]float32) // arenaArgs' x
 		xq := alignedBytes(int(QuantizedRowsBytes(R, K)))
