@@ -305,12 +305,16 @@ func (g *gen) packPanel(src gir.DType, ws []value.Value, K int, j, lastCol value
 	}
 	for m := range ws {
 		for c0 := 0; c0 < P; c0 += L {
+			// at is column group c0's place in the panel for k.
+			at := func(k value.Value) value.Value {
+				return g.addc(g.mulc(g.addc(k, int64(m*kb)), int64(P)), int64(c0))
+			}
 			// put stores the transposed vectors of column group c0 for
 			// k = k..k+n (n ≤ L).
 			put := func(vs []value.Value, k value.Value, n int) {
 				t := g.transpose(vs)
 				for i := 0; i < n; i++ {
-					g.storeVec(t[i], panel, g.addc(g.mulc(g.addc(k, int64(m*kb+i)), int64(P)), int64(c0)), nil)
+					g.storeVec(t[i], panel, at(g.addc(k, int64(i))), nil)
 				}
 			}
 			if src.IsQuantized() {
@@ -323,8 +327,7 @@ func (g *gen) packPanel(src gir.DType, ws []value.Value, K int, j, lastCol value
 					boff := g.mulc(b, bb)
 					if src == gir.Q8_0 && L == 16 {
 						g.packQ8Block(rowAt, boff, func(i int, w value.Value) {
-							k := g.addc(g.mulc(b, gir.QK), int64(i))
-							g.storeVec(w, panel, g.addc(g.mulc(g.addc(k, int64(m*kb)), int64(P)), int64(c0)), nil)
+							g.storeVec(w, panel, at(g.addc(g.mulc(b, gir.QK), int64(i))), nil)
 						})
 						return
 					}

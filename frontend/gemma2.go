@@ -118,7 +118,8 @@ func Build(name string, c *Config, s GraphShape, dtypes map[string]ir.DType) (*i
 			// attention above has stored every token's keys and values:
 			// the other rows of this layer's output projection and
 			// feed-forward block are dead, so they are dropped here rather
-			// than multiplied (as llama.cpp does with its output ids).
+			// than multiplied (as llama.cpp does with its output ids). A
+			// one-token graph's only row is its last.
 			a = b.Op(ir.OpSelectRow, lbl("attn_last_token"), nil, a, nValid)
 			x = b.Op(ir.OpSelectRow, "last_token", nil, x, nValid)
 		}
@@ -135,9 +136,6 @@ func Build(name string, c *Config, s GraphShape, dtypes map[string]ir.DType) (*i
 		x = b.Op(ir.OpAdd, lbl("residual_ffw"), nil, x, m)
 	}
 
-	if !s.AllLogits && T == 1 {
-		x = b.Op(ir.OpSelectRow, "last_token", nil, x, nValid)
-	}
 	x = rmsNorm(x, FinalNormName, "final_norm")
 	logits := linear(x, c.LMHead(), c.VocabSize, H)
 	if c.FinalLogitSoftcapping > 0 {
