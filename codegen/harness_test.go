@@ -176,6 +176,15 @@ func newWeights(dt gir.DType, src []float32) *wbuf {
 	return w
 }
 
+// layPanels lays the f32 weights (n rows of k) out in the panels of a
+// kernel of nw matrices; vals keep the rows for references.
+func (w *wbuf) layPanels(n, k, nw int) {
+	P := PanelColumns(nw)
+	laid := f32buf(gir.PanelFloats(n, k, P))
+	gir.LayPanels(laid, w.f32, n, k, P, 0, (n+P-1)/P)
+	w.f32 = laid
+}
+
 func (w *wbuf) addr() uintptr {
 	if w.dt == gir.F32 {
 		return addr(w.f32)

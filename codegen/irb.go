@@ -112,6 +112,15 @@ func (g *gen) maskBelow(n int, k value.Value) value.Value {
 	return g.slt(constant.NewVector(vecT(n, tI64), lanes...), g.splat(k, n))
 }
 
+// maskFrom is the mask of lanes i ≥ k of n.
+func (g *gen) maskFrom(n int, k value.Value) value.Value {
+	lanes := make([]constant.Constant, n)
+	for i := range lanes {
+		lanes[i] = ci64(int64(i))
+	}
+	return g.slt(g.splat(g.addc(k, -1), n), constant.NewVector(vecT(n, tI64), lanes...))
+}
+
 // ---- integer arithmetic (i64) ----
 
 func (g *gen) add(x, y value.Value) value.Value { return g.b.NewAdd(x, y) }

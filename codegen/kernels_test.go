@@ -35,13 +35,21 @@ func runSplits(t *testing.T, l *lib, s Spec, args []uintptr, reset func(), check
 }
 
 func matmulCase(R, K, N int, dt gir.DType, nvalid int, softcap float64) kcase {
-	return kcase{Matmul{R: R, K: K, N: N, WType: dt, Softcap: softcap}, func(t *testing.T, l *lib, s Spec) {
+	return matmulSpecCase(Matmul{R: R, K: K, N: N, WType: dt, Softcap: softcap}, nvalid)
+}
+
+func matmulSpecCase(m Matmul, nvalid int) kcase {
+	R, K, N, softcap := m.R, m.K, m.N, m.Softcap
+	return kcase{m, func(t *testing.T, l *lib, s Spec) {
 		xs := float32(1)
 		if softcap > 0 {
 			xs = 4
 		}
 		x := randF32(R*K, 1, xs)
-		w := newWeights(dt, randF32(N*K, 2, 1))
+		w := newWeights(m.WType, randF32(N*K, 2, 1))
+		if m.Panels {
+			w.layPanels(N, K, 1)
+		}
 		out := f32buf(R * N)
 		sc := scalarsBuf(3, int64(nvalid))
 		want := make([]float64, nvalid*N)
@@ -72,10 +80,19 @@ func gelu64(g float64) float64 {
 }
 
 func gegluCase(R, K, F int, dt gir.DType, nvalid int) kcase {
-	return kcase{GeGLU{R: R, K: K, F: F, WType: dt}, func(t *testing.T, l *lib, s Spec) {
+	return gegluSpecCase(GeGLU{R: R, K: K, F: F, WType: dt}, nvalid)
+}
+
+func gegluSpecCase(gs GeGLU, nvalid int) kcase {
+	R, K, F := gs.R, gs.K, gs.F
+	return kcase{gs, func(t *testing.T, l *lib, s Spec) {
 		x := randF32(R*K, 3, 1)
-		wg := newWeights(dt, randF32(F*K, 4, 0.5))
-		wu := newWeights(dt, randF32(F*K, 5, 0.5))
+		wg := newWeights(gs.WType, randF32(F*K, 4, 0.5))
+		wu := newWeights(gs.WType, randF32(F*K, 5, 0.5))
+		if gs.Panels {
+			wg.layPanels(F, K, 2)
+			wu.layPanels(F, K, 2)
+		}
 		out := f32buf(R * F)
 		sc := scalarsBuf(0, int64(nvalid))
 		want := make([]float64, nvalid*F)
@@ -536,6 +553,17 @@ func allCases() []kcase {
 		matmulCase(13, 300, 150, F, 13, 0),
 		matmulCase(9, 70, 131, H, 9, 30),
 		gegluCase(20, 600, 70, B, 17),
+		// f32 weights laid out in panels (ir.LayPanels), read where they
+		// are by decode, batched steps and prefill alike: one row, a few,
+		// several K blocks and row tiles, a last panel padded with zeros.
+		matmulSpecCase(Matmul{R: 1, K: 2304, N: 150, WType: F, Softcap: 30, Panels: true}, 1),
+		matmulSpecCase(Matmul{R: 1, K: 70, N: 64, WType: F, Panels: true}, 1),
+		matmulSpecCase(Matmul{R: 8, K: 300, N: 70, WType: F, Panels: true}, 5),
+		matmulSpecCase(Matmul{R: 64, K: 2304, N: 130, WType: F, Panels: true}, 61),
+		matmulSpecCase(Matmul{R: 13, K: 9216, N: 64, WType: F, Panels: true}, 13),
+		gegluSpecCase(GeGLU{R: 1, K: 2304, F: 40, WType: F, Panels: true}, 1),
+		gegluSpecCase(GeGLU{R: 6, K: 100, F: 32, WType: F, Panels: true}, 4),
+		gegluSpecCase(GeGLU{R: 24, K: 1200, F: 70, WType: F, Panels: true}, 23),
 		rmsnormCase(5, 64, 4),
 		rmsnormCase(1, 100, 1),
 		rmsnormCase(3, 2304, 3),

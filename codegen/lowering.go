@@ -89,13 +89,17 @@ func NewWeightTable(art *plan.Artifact) *WeightTable {
 }
 
 // Index is the position of weight value v in the plan's weights.
-func (w *WeightTable) Index(v *ir.Value) int {
+func (w *WeightTable) Index(v *ir.Value) int { return w.IndexLaid(v, 0) }
+
+// IndexLaid is Index for weight value v read laid out in panels of panel
+// columns (0: by rows).
+func (w *WeightTable) IndexLaid(v *ir.Value, panel int) int {
 	d, derived := v.Aux.(ir.Derived)
-	key := fmt.Sprintf("%s %v", v.Name, d)
+	key := fmt.Sprintf("%s %v %d", v.Name, d, panel)
 	if i, ok := w.index[key]; ok {
 		return i
 	}
-	pw := plan.Weight{Name: v.Name, DType: v.DType.String(), Shape: v.Shape}
+	pw := plan.Weight{Name: v.Name, DType: v.DType.String(), Shape: v.Shape, Panel: panel}
 	if derived {
 		pw.Derived = &d
 	}

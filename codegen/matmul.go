@@ -18,6 +18,9 @@ type Matmul struct {
 	R, K, N int
 	WType   gir.DType // F32, BF16 or F16
 	Softcap float64   // 0: none; c > 0: out = c·tanh(out/c)
+	// Panels: w (f32) is laid out in panels of PanelColumns(1) columns
+	// (ir.LayPanels) rather than by rows.
+	Panels bool
 }
 
 func (s Matmul) Name() string {
@@ -25,13 +28,18 @@ func (s Matmul) Name() string {
 	if s.Softcap != 0 {
 		n += "_softcap" + fname(s.Softcap)
 	}
+	if s.Panels {
+		n += "_panels"
+	}
 	return n
 }
-func (s Matmul) Items() int64       { return int64(s.N) }
-func (s Matmul) Granule() int64     { return gemmGranule(s.R, s.K, 1, s.WType) }
-func (s Matmul) Args() []string     { return []string{"out", "x", "w", "scalars"} }
-func (s Matmul) FLOPs() int64       { return 2 * int64(s.R) * int64(s.K) * int64(s.N) }
-func (s Matmul) WeightBytes() int64 { return int64(s.K) * int64(s.N) * int64(s.WType.Size()) }
+func (s Matmul) Items() int64   { return int64(s.N) }
+func (s Matmul) Granule() int64 { return gemmGranule(s.R, s.K, 1, s.WType, s.Panels) }
+func (s Matmul) Args() []string { return []string{"out", "x", "w", "scalars"} }
+func (s Matmul) FLOPs() int64   { return 2 * int64(s.R) * int64(s.K) * int64(s.N) }
+func (s Matmul) WeightBytes() int64 {
+	return weightMatrixBytes(s.K, s.N, s.WType, s.Panels, 1)
+}
 func (s Matmul) Validate() error {
 	if err := positive("R, K and N", s.R, s.K, s.N); err != nil {
 		return err
@@ -39,11 +47,11 @@ func (s Matmul) Validate() error {
 	if s.Softcap < 0 {
 		return fmt.Errorf("softcap must be ≥ 0")
 	}
-	return checkWeightType(s.WType)
+	return checkWeightLayout(s.WType, s.Panels)
 }
 
 func (s Matmul) emit(g *gen) {
-	emitGemm(g, s.R, s.K, s.N, s.WType, 1, func(d []value.Value) value.Value {
+	emitGemm(g, s.R, s.K, s.N, s.WType, 1, s.Panels, func(d []value.Value) value.Value {
 		if s.Softcap != 0 {
 			return g.softcap(d[0], s.Softcap)
 		}
@@ -58,37 +66,70 @@ func (s Matmul) emit(g *gen) {
 type GeGLU struct {
 	R, K, F int
 	WType   gir.DType
+	// Panels: wgate and wup (f32) are laid out in panels of
+	// PanelColumns(2) columns (ir.LayPanels) rather than by rows.
+	Panels bool
 }
 
 func (s GeGLU) Name() string {
-	return fmt.Sprintf("geglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
+	n := fmt.Sprintf("geglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
+	if s.Panels {
+		n += "_panels"
+	}
+	return n
 }
-func (s GeGLU) Items() int64       { return int64(s.F) }
-func (s GeGLU) Granule() int64     { return gemmGranule(s.R, s.K, 2, s.WType) }
-func (s GeGLU) Args() []string     { return []string{"out", "x", "wgate", "wup", "scalars"} }
-func (s GeGLU) FLOPs() int64       { return 4 * int64(s.R) * int64(s.K) * int64(s.F) }
-func (s GeGLU) WeightBytes() int64 { return 2 * int64(s.K) * int64(s.F) * int64(s.WType.Size()) }
+func (s GeGLU) Items() int64   { return int64(s.F) }
+func (s GeGLU) Granule() int64 { return gemmGranule(s.R, s.K, 2, s.WType, s.Panels) }
+func (s GeGLU) Args() []string { return []string{"out", "x", "wgate", "wup", "scalars"} }
+func (s GeGLU) FLOPs() int64   { return 4 * int64(s.R) * int64(s.K) * int64(s.F) }
+func (s GeGLU) WeightBytes() int64 {
+	return 2 * weightMatrixBytes(s.K, s.F, s.WType, s.Panels, 2)
+}
 func (s GeGLU) Validate() error {
 	if err := positive("R, K and F", s.R, s.K, s.F); err != nil {
 		return err
 	}
-	return checkWeightType(s.WType)
+	return checkWeightLayout(s.WType, s.Panels)
 }
 
 func (s GeGLU) emit(g *gen) {
-	emitGemm(g, s.R, s.K, s.F, s.WType, 2, func(d []value.Value) value.Value {
+	emitGemm(g, s.R, s.K, s.F, s.WType, 2, s.Panels, func(d []value.Value) value.Value {
 		return g.fmul(g.gelu(d[0]), d[1])
 	})
 }
 
 // gemmGranule is the column granule of a float matmul of R rows of K: the
 // generic tile's columns, a multiple of every tuning's (gemmTiling).
-func gemmGranule(R, K, nw int, dt gir.DType) int64 {
-	if usesPanels(R) {
+func gemmGranule(R, K, nw int, dt gir.DType, laid bool) int64 {
+	if laid || usesPanels(R) {
 		return panelGranule(nw)
 	}
 	_, nc, _ := gemmTiling(R, K, nw, dt, "")
 	return int64(nc)
+}
+
+// PanelColumns is the columns of one panel of a weight matrix laid out in
+// panels for a kernel of nw matrices (Matmul 1, GeGLU 2): a register
+// tile's columns, the same on every target.
+func PanelColumns(nw int) int { return int(panelGranule(nw)) }
+
+// weightMatrixBytes is the bytes of one K × N weight matrix of a kernel of
+// nw matrices as it reads them: panels pad N to whole panels with zeros.
+func weightMatrixBytes(K, N int, dt gir.DType, laid bool, nw int) int64 {
+	if laid {
+		P := PanelColumns(nw)
+		N = (N + P - 1) / P * P
+	}
+	return int64(K) * int64(N) * int64(dt.Size())
+}
+
+// checkWeightLayout accepts f32 weights in panels and the float dtypes by
+// rows.
+func checkWeightLayout(dt gir.DType, laid bool) error {
+	if laid && dt != gir.F32 {
+		return fmt.Errorf("weights in panels must be f32, not %v", dt)
+	}
+	return checkWeightType(dt)
 }
 
 func checkWeightType(dt gir.DType) error {
@@ -160,12 +201,13 @@ func smallBatch(R int) bool { return R > 1 && R <= maxBatchRows }
 var batchAccumulators = 24
 
 // emitGemm is the shared body of Matmul and GeGLU. Prefill (more than
-// maxBatchRows rows) runs as panels (emitPanelGemm); decode, one row or a
+// maxBatchRows rows) runs as panels (emitPanelGemm), and so does every row
+// count on weights laid out in panels (laid); decode, one row or a
 // batched step's few, streams the weights once: column tiles of nc over
 // [lo, hi) (then single columns), each one tile of every valid row.
-func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, epi func(d []value.Value) value.Value) {
-	if usesPanels(R) {
-		emitPanelGemm(g, R, K, N, dt, nw, epi)
+func emitGemm(g *gen, R, K, N int, dt gir.DType, nw int, laid bool, epi func(d []value.Value) value.Value) {
+	if laid || usesPanels(R) {
+		emitPanelGemm(g, R, K, N, dt, nw, laid, epi)
 		return
 	}
 	mr, nc, unroll := gemmTiling(R, K, nw, dt, g.t.Tune)

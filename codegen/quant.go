@@ -208,7 +208,7 @@ func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, xbytes bool, epi func(
 		return
 	}
 	if usesPanels(R) {
-		emitPanelGemm(g, R, K, N, dt, nw, epi)
+		emitPanelGemm(g, R, K, N, dt, nw, false, epi)
 		return
 	}
 	mr, nc := qTiling(R, nw, g.L())

@@ -100,3 +100,32 @@ func TestBF16Rounding(t *testing.T) {
 		}
 	}
 }
+
+func TestLayPanels(t *testing.T) {
+	// w is 3 × 2 (rows are output columns); panels of 2 columns.
+	w := []float32{
+		1, 2,
+		3, 4,
+		5, 6,
+	}
+	want := []float32{
+		1, 3, // panel 0, k = 0: w[0,0], w[1,0]
+		2, 4, // panel 0, k = 1
+		5, 0, // panel 1, k = 0: w[2,0], then padding
+		6, 0,
+	}
+	if n := PanelFloats(3, 2, 2); n != len(want) {
+		t.Fatalf("PanelFloats(3, 2, 2) = %d, want %d", n, len(want))
+	}
+	got := make([]float32, len(want))
+	for i := range got {
+		got[i] = -1 // padding must be written
+	}
+	LayPanels(got, w, 3, 2, 2, 0, 1)
+	LayPanels(got, w, 3, 2, 2, 1, 2)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("LayPanels = %v, want %v", got, want)
+		}
+	}
+}

@@ -47,11 +47,18 @@ func Lower(cfg *frontend.Config, dtypes map[string]ir.DType, opts Options, mod *
 	if opts.Batch < 0 || opts.Batch > codegen.MaxBatch {
 		return nil, fmt.Errorf("a batch of %d sequences is outside 0..%d", opts.Batch, codegen.MaxBatch)
 	}
-	for _, e := range codegen.EntriesFor(opts.Batch) {
+	entries := codegen.EntriesFor(opts.Batch)
+	graphs := make([]*ir.Graph, len(entries))
+	for i, e := range entries {
 		g, err := codegen.EntryGraph(e, cfg, dtypes, opts.Context, opts.Chunk, opts.KVDType)
 		if err != nil {
 			return nil, err
 		}
+		graphs[i] = g
+	}
+	l.byRows = weightsReadByRows(graphs)
+	for i, e := range entries {
+		g := graphs[i]
 		p, err := l.program(g)
 		if err != nil {
 			return nil, fmt.Errorf("lowering %s: %w", e.Name, err)
@@ -79,6 +86,47 @@ type lowering struct {
 	// inScratch is the value whose bytes (QuantizeRows) the scratch holds:
 	// q, k and v quantise their shared x once.
 	inScratch *ir.Value
+	// byRows are the weights some kernel other than a float matmul reads
+	// (the embedding table, read by rows by Embed and by the tied LM head).
+	byRows map[string]bool
+}
+
+// weightsReadByRows names the weights of the graphs that an op reads other
+// than as a Matmul's or GeGLU's weights.
+func weightsReadByRows(graphs []*ir.Graph) map[string]bool {
+	rows := map[string]bool{}
+	for _, g := range graphs {
+		for _, v := range g.Values {
+			for i, a := range v.Args {
+				asMatrix := v.Op == ir.OpMatMul && i == 1 || v.Op == ir.OpGeGLU && i >= 1
+				if a.Op == ir.OpWeight && !asMatrix {
+					rows[a.Name] = true
+				}
+			}
+		}
+	}
+	return rows
+}
+
+// inPanels reports whether a float matmul kernel reads its weight matrices
+// ws laid out in panels: f32 matrices that no other kernel reads are, so
+// prefill reads them where they are instead of transposing them into
+// panels once per chunk (codegen/panel.go), and decode streams them.
+func (l *lowering) inPanels(ws ...*ir.Value) bool {
+	for _, w := range ws {
+		if _, derived := w.Aux.(ir.Derived); w.Op != ir.OpWeight || w.DType != ir.F32 || derived || l.byRows[w.Name] {
+			return false
+		}
+	}
+	return true
+}
+
+// matrixArg is where a kernel of nw weight matrices finds w.
+func (l *lowering) matrixArg(w *ir.Value, nw int, panels bool) plan.Arg {
+	if !panels {
+		return l.arg(w)
+	}
+	return plan.Arg{Kind: plan.ArgWeight, Index: l.weights.IndexLaid(w, codegen.PanelColumns(nw))}
 }
 
 func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
@@ -124,11 +172,15 @@ func (l *lowering) call(spec codegen.Spec, label string, perRow int64, args ...p
 }
 
 func (l *lowering) lower(v *ir.Value) error {
+	switch v.Op {
+	case ir.OpInput, ir.OpWeight, ir.OpReshape, ir.OpPart:
+		// No code: leaves and views. A weight is bound where a kernel
+		// reads it, as that kernel reads it (by rows or in panels).
+		return nil
+	}
 	a := func(i int) plan.Arg { return l.arg(v.Args[i]) }
 	out := l.arg(v)
 	switch v.Op {
-	case ir.OpInput, ir.OpWeight, ir.OpReshape, ir.OpPart:
-		return nil // no code: leaves and views
 	case ir.OpEmbed:
 		table := v.Args[0]
 		scale := float32(1)
@@ -152,8 +204,9 @@ func (l *lowering) lower(v *ir.Value) error {
 			spec := codegen.QMatmul{R: R, K: K, N: N, WType: w.DType, Softcap: softcap, XBytes: xbytes}
 			return l.call(spec, v.Name, 0, out, x, a(1), scalars)
 		}
-		spec := codegen.Matmul{R: R, K: K, N: N, WType: w.DType, Softcap: softcap}
-		return l.call(spec, v.Name, 0, out, a(0), a(1), scalars)
+		panels := l.inPanels(w)
+		spec := codegen.Matmul{R: R, K: K, N: N, WType: w.DType, Softcap: softcap, Panels: panels}
+		return l.call(spec, v.Name, 0, out, a(0), l.matrixArg(w, 1, panels), scalars)
 	case ir.OpGeGLU:
 		w := v.Args[1]
 		if w.DType != v.Args[2].DType {
@@ -168,8 +221,9 @@ func (l *lowering) lower(v *ir.Value) error {
 			spec := codegen.QGeGLU{R: R, K: K, F: F, WType: w.DType, XBytes: xbytes}
 			return l.call(spec, v.Name, 0, out, x, a(1), a(2), scalars)
 		}
-		spec := codegen.GeGLU{R: R, K: K, F: F, WType: w.DType}
-		return l.call(spec, v.Name, 0, out, a(0), a(1), a(2), scalars)
+		panels := l.inPanels(w, v.Args[2])
+		spec := codegen.GeGLU{R: R, K: K, F: F, WType: w.DType, Panels: panels}
+		return l.call(spec, v.Name, 0, out, a(0), l.matrixArg(w, 2, panels), l.matrixArg(v.Args[2], 2, panels), scalars)
 	case ir.OpRMSNorm:
 		norm := v.Aux.(ir.RMSNorm)
 		if norm.Offset != 0 || v.Args[1].DType != ir.F32 {

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gemmac/gemmac/codegen"
@@ -106,4 +107,50 @@ func xbytesOf(s codegen.Spec) bool {
 		return s.XBytes
 	}
 	return false
+}
+
+// TestF32MatricesLaidInPanels: an f32 build reads every layer matrix laid
+// out in panels (one copy each, 64 columns, or 32 for GeGLU's two), and the
+// embedding — read by rows by the lookup and the tied LM head — as stored;
+// a bf16 build lays out nothing.
+func TestF32MatricesLaidInPanels(t *testing.T) {
+	cfg, err := frontend.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dt := range []ir.DType{ir.F32, ir.BF16} {
+		dtypes := map[string]ir.DType{}
+		for _, w := range cfg.WeightSpecs() {
+			dtypes[w.Name] = dt
+		}
+		c, err := Build(cfg, dtypes, Options{Target: codegen.HostTarget(), Context: 16, Chunk: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		matrices := 0
+		for _, w := range c.Artifact.Weights {
+			if seen[w.Name] {
+				t.Errorf("%v: weight %s is bound twice", dt, w.Name)
+			}
+			seen[w.Name] = true
+			want := 0
+			switch {
+			case dt != ir.F32 || len(w.Shape) != 2 || w.Name == frontend.EmbedName:
+			case strings.Contains(w.Name, "gate_proj") || strings.Contains(w.Name, "up_proj"):
+				want = 32
+			default:
+				want = 64
+			}
+			if w.Panel != want {
+				t.Errorf("%v: weight %s %v in panels of %d, want %d", dt, w.Name, w.Shape, w.Panel, want)
+			}
+			if w.Panel > 0 {
+				matrices++
+			}
+		}
+		if dt == ir.F32 && matrices != 7*cfg.NumHiddenLayers {
+			t.Errorf("%d matrices in panels, want 7 a layer (%d)", matrices, 7*cfg.NumHiddenLayers)
+		}
+	}
 }

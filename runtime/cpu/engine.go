@@ -66,7 +66,8 @@ type Options struct {
 	// MapWeights reads the weights straight from the checkpoint's memory
 	// map instead of staging them in huge pages (less memory, slower: with
 	// 4 KiB pages of the page cache, decode is TLB-bound at a third of the
-	// memory bandwidth).
+	// memory bandwidth). Matrices the plan reads laid out in panels
+	// (plan.Weight.Panel) are laid out in huge pages all the same.
 	MapWeights bool
 	// GoWorkers makes the pool threads wait for work in Go instead of in
 	// the native worker kernel (for comparison; slower).
@@ -155,6 +156,20 @@ func (e *Engine) bindWeights(ckpt *frontend.Checkpoint, stage bool) error {
 		if len(t.Data) == 0 {
 			return fmt.Errorf("tensor %s is empty", w.Name)
 		}
+		if w.Panel > 0 {
+			// Laid out whatever stage says: the kernels cannot read the
+			// checkpoint's rows.
+			r, err := e.layPanels(t, w.Panel)
+			if err != nil {
+				return fmt.Errorf("tensor %s: %w", w.Name, err)
+			}
+			if !ckpt.InMemory {
+				mmap.Release(t.Data)
+			}
+			e.owned = append(e.owned, r)
+			e.weights = append(e.weights, r.ptr(0))
+			continue
+		}
 		// A converted checkpoint's tensors are in huge pages already
 		// (frontend.Convert): read them where they are.
 		if !stage || ckpt.InMemory {
@@ -193,6 +208,47 @@ func (e *Engine) copyParallel(dst, src []byte) {
 	}
 	close(next)
 	wg.Wait()
+}
+
+// layPanels lays the f32 matrix t out in panels of p columns
+// (ir.LayPanels) in huge pages, the panels split over every thread.
+func (e *Engine) layPanels(t ir.Tensor, p int) (*region, error) {
+	if len(t.Shape) != 2 || t.DType != ir.F32 {
+		return nil, fmt.Errorf("%v %v is not an f32 matrix to lay out in panels", t.DType, t.Shape)
+	}
+	N, K := t.Shape[0], t.Shape[1]
+	src, err := float32View(t)
+	if err != nil {
+		return nil, err
+	}
+	if len(src) != N*K {
+		return nil, fmt.Errorf("%d values for %v", len(src), t.Shape)
+	}
+	r, err := allocHuge(int64(ir.PanelFloats(N, K, p)) * 4)
+	if err != nil {
+		return nil, err
+	}
+	dst := r.f32s(0, ir.PanelFloats(N, K, p))
+	panels := (N + p - 1) / p
+	var wg sync.WaitGroup
+	for w := 0; w < e.pool.threads; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ir.LayPanels(dst, src, N, K, p, panels*w/e.pool.threads, panels*(w+1)/e.pool.threads)
+		}()
+	}
+	wg.Wait()
+	return r, nil
+}
+
+// float32View reads the f32 tensor t where it is when its data is 4-byte
+// aligned (a checkpoint's tensors are), else from a copy.
+func float32View(t ir.Tensor) ([]float32, error) {
+	if p := unsafe.SliceData(t.Data); uintptr(unsafe.Pointer(p))%4 == 0 && len(t.Data)%4 == 0 {
+		return unsafe.Slice((*float32)(unsafe.Pointer(p)), len(t.Data)/4), nil
+	}
+	return t.Float32s()
 }
 
 // fillRoPE computes the cos/sin table in float64, as the interpreter does.
@@ -237,6 +293,9 @@ func (e *Engine) warmWeights() {
 func weightBytes(w plan.Weight) int {
 	if w.Derived != nil {
 		return ir.Shape(w.Shape).Elems() * 4
+	}
+	if w.Panel > 0 && len(w.Shape) == 2 {
+		return ir.PanelFloats(w.Shape[0], w.Shape[1], w.Panel) * 4
 	}
 	dt, err := ir.ParseDType(w.DType)
 	if err != nil {

@@ -136,6 +136,9 @@ func (e *Engine) init(ckpt *frontend.Checkpoint) error {
 		if !t.Shape.Equal(w.Shape) {
 			return fmt.Errorf("tensor %s is %v, compiled for %v", w.Name, t.Shape, w.Shape)
 		}
+		if w.Panel > 0 {
+			return fmt.Errorf("tensor %s: the plan lays it out in panels, which only the CPU kernels read", w.Name)
+		}
 		var src unsafe.Pointer
 		var n int64
 		if w.Derived != nil {

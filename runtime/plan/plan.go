@@ -66,6 +66,9 @@ type Weight struct {
 	DType   string      `json:"dtype"` // what the kernels read
 	Shape   []int       `json:"shape"`
 	Derived *ir.Derived `json:"derived,omitempty"`
+	// Panel > 0: the kernels read this f32 matrix laid out in panels of
+	// Panel columns (ir.LayPanels), which the engine lays at load.
+	Panel int `json:"panel,omitempty"`
 }
 
 // PackedWeights names a build's packed weights file (frontend/packed).
@@ -180,6 +183,11 @@ func Unmarshal(data []byte) (*Artifact, error) {
 func (a *Artifact) Check() error {
 	if a.Config == nil {
 		return fmt.Errorf("compiled plan has no config")
+	}
+	for _, w := range a.Weights {
+		if w.Panel < 0 || w.Panel > 0 && (w.DType != "f32" || w.Derived != nil || len(w.Shape) != 2) {
+			return fmt.Errorf("weight %s (%s %v) cannot be laid out in panels of %d columns", w.Name, w.DType, w.Shape, w.Panel)
+		}
 	}
 	for name, p := range a.Programs {
 		if p.Batch < 0 || p.Batch > 0 && p.Batch != p.Tokens {

@@ -57,6 +57,8 @@ func TestCheckRejectsWildOffsets(t *testing.T) {
 		{"granule", func(a *Artifact) { a.Programs["decode"].Steps[0].Granule = 0 }, "granules of 0"},
 		{"output", func(a *Artifact) { a.Programs["decode"].Output.Cols = 2048 }, "outside the arena"},
 		{"config", func(a *Artifact) { a.Config = nil }, "no config"},
+		{"panels of bf16", func(a *Artifact) { a.Weights[0].DType, a.Weights[0].Panel = "bf16", 64 }, "cannot be laid out in panels of 64"},
+		{"panels of a vector", func(a *Artifact) { a.Weights[0].Shape, a.Weights[0].Panel = []int{8}, 64 }, "cannot be laid out in panels"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
