@@ -129,3 +129,15 @@ func TestLayPanels(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLayPanels lays out the 2B's down projection, one thread: the
+// engine's cost at load per matrix.
+func BenchmarkLayPanels(b *testing.B) {
+	const N, K, P = 2304, 9216, 64
+	src := make([]float32, N*K)
+	dst := make([]float32, PanelFloats(N, K, P))
+	b.SetBytes(int64(len(src)) * 4)
+	for i := 0; i < b.N; i++ {
+		LayPanels(dst, src, N, K, P, 0, N/P)
+	}
+}

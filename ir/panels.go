@@ -15,22 +15,25 @@ func PanelFloats(N, K, P int) int { return (N + P - 1) / P * P * K }
 // dst (PanelFloats(N, K, P) floats; each panel's are written whole, so
 // disjoint ranges may be laid in parallel).
 func LayPanels(dst, src []float32, N, K, P, p0, p1 int) {
-	const kb = 64 // a K block: P rows of it stay in the L1 cache
+	// Tiles of t columns × t values of k: t values read from each row and
+	// t written to each of the panel's rows, both runs of memory.
+	const t = 8
 	for p := p0; p < p1; p++ {
 		panel := dst[p*P*K : (p+1)*P*K]
-		for k0 := 0; k0 < K; k0 += kb {
-			k1 := min(K, k0+kb)
-			for c := 0; c < P; c++ {
-				n := p*P + c
-				if n >= N {
-					for k := k0; k < k1; k++ {
-						panel[k*P+c] = 0
+		for c0 := 0; c0 < P; c0 += t {
+			for k0 := 0; k0 < K; k0 += t {
+				for c := c0; c < min(c0+t, P); c++ {
+					n := p*P + c
+					if n >= N {
+						for k := k0; k < min(k0+t, K); k++ {
+							panel[k*P+c] = 0
+						}
+						continue
 					}
-					continue
-				}
-				row := src[n*K : (n+1)*K]
-				for k := k0; k < k1; k++ {
-					panel[k*P+c] = row[k]
+					row := src[n*K : (n+1)*K]
+					for k := k0; k < min(k0+t, K); k++ {
+						panel[k*P+c] = row[k]
+					}
 				}
 			}
 		}
