@@ -181,7 +181,7 @@ func newWeights(dt gir.DType, src []float32) *wbuf {
 func (w *wbuf) layPanels(n, k, nw int) {
 	P := PanelColumns(nw)
 	laid := f32buf(gir.PanelFloats(n, k, P))
-	gir.LayPanels(laid, w.f32, n, k, P, 0, (n+P-1)/P)
+	gir.LayPanels(laid, w.f32, n, k, P, 0, gir.PanelCount(n, P))
 	w.f32 = laid
 }
 

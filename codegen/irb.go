@@ -105,20 +105,21 @@ func maskConst(n, k int) constant.Constant {
 // maskBelow is an <n x i1> with lanes i < k set (k an i64 known only at
 // run time; k ≤ 0 sets none, k ≥ n all).
 func (g *gen) maskBelow(n int, k value.Value) value.Value {
-	lanes := make([]constant.Constant, n)
-	for i := range lanes {
-		lanes[i] = ci64(int64(i))
-	}
-	return g.slt(constant.NewVector(vecT(n, tI64), lanes...), g.splat(k, n))
+	return g.slt(laneIndices(n), g.splat(k, n))
 }
 
 // maskFrom is the mask of lanes i ≥ k of n.
 func (g *gen) maskFrom(n int, k value.Value) value.Value {
+	return g.slt(g.splat(g.addc(k, -1), n), laneIndices(n))
+}
+
+// laneIndices is the i64 vector 0, 1, …, n−1.
+func laneIndices(n int) *constant.Vector {
 	lanes := make([]constant.Constant, n)
 	for i := range lanes {
 		lanes[i] = ci64(int64(i))
 	}
-	return g.slt(g.splat(g.addc(k, -1), n), constant.NewVector(vecT(n, tI64), lanes...))
+	return constant.NewVector(vecT(n, tI64), lanes...)
 }
 
 // ---- integer arithmetic (i64) ----

@@ -116,11 +116,11 @@ func PanelColumns(nw int) int { return int(panelGranule(nw)) }
 // weightMatrixBytes is the bytes of one K × N weight matrix of a kernel of
 // nw matrices as it reads them: panels pad N to whole panels with zeros.
 func weightMatrixBytes(K, N int, dt gir.DType, laid bool, nw int) int64 {
+	elems := K * N
 	if laid {
-		P := PanelColumns(nw)
-		N = (N + P - 1) / P * P
+		elems = gir.PanelFloats(N, K, PanelColumns(nw))
 	}
-	return int64(K) * int64(N) * int64(dt.Size())
+	return int64(elems) * int64(dt.Size())
 }
 
 // checkWeightLayout accepts f32 weights in panels and the float dtypes by

@@ -7,9 +7,12 @@ package ir
 // a panel's P columns at each k as whole vectors, where rows of w would
 // have to be transposed into that order first, once per call.
 
+// PanelCount is the panels of P columns an N × K matrix is laid out in.
+func PanelCount(N, P int) int { return (N + P - 1) / P }
+
 // PanelFloats is the length of an N × K matrix laid out in panels of P
 // columns.
-func PanelFloats(N, K, P int) int { return (N + P - 1) / P * P * K }
+func PanelFloats(N, K, P int) int { return PanelCount(N, P) * P * K }
 
 // LayPanels lays panels [p0, p1) of the N × K row-major matrix src out in
 // dst (PanelFloats(N, K, P) floats; each panel's are written whole, so

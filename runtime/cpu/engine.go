@@ -224,12 +224,13 @@ func (e *Engine) layPanels(t ir.Tensor, p int) (*region, error) {
 	if len(src) != N*K {
 		return nil, fmt.Errorf("%d values for %v", len(src), t.Shape)
 	}
-	r, err := allocHuge(int64(ir.PanelFloats(N, K, p)) * 4)
+	n := ir.PanelFloats(N, K, p)
+	r, err := allocHuge(int64(n) * 4)
 	if err != nil {
 		return nil, err
 	}
-	dst := r.f32s(0, ir.PanelFloats(N, K, p))
-	panels := (N + p - 1) / p
+	dst := r.f32s(0, n)
+	panels := ir.PanelCount(N, p)
 	var wg sync.WaitGroup
 	for w := 0; w < e.pool.threads; w++ {
 		wg.Add(1)
