@@ -7,7 +7,9 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"unsafe"
 
+	"github.com/gemmac/gemmac/frontend/mmap"
 	gir "github.com/gemmac/gemmac/ir"
 )
 
@@ -63,10 +65,16 @@ var (
 )
 
 // getArena returns arenaBytes of u16 that read as normal bf16 values
-// (±[0.5, 1)) and, in pairs, as normal f32 values.
+// (±[0.5, 1)) and, in pairs, as normal f32 values, in transparent huge
+// pages as the engines' weights are (through 4 KiB pages, TLB misses slow
+// the decode GEMVs, the more so the more rows a tile streams at once).
 func getArena() []uint16 {
 	arenaOnce.Do(func() {
-		arena = u16buf(arenaBytes / 2)
+		mem, err := mmap.Anon(arenaBytes)
+		if err != nil {
+			panic(err)
+		}
+		arena = unsafe.Slice((*uint16)(unsafe.Pointer(&mem[0])), arenaBytes/2)
 		x := uint32(12345)
 		for i := range arena {
 			x = x*1664525 + 1013904223
@@ -179,6 +187,10 @@ func gemmDims(s Spec) (R, K, N, nw int, wb int64) {
 	case Matmul:
 		return s.R, s.K, s.N, 1, s.WeightBytes()
 	case GeGLU:
+		return s.R, s.K, s.F, 2, s.WeightBytes() / 2
+	case QMatmul:
+		return s.R, s.K, s.N, 1, s.WeightBytes()
+	case QGeGLU:
 		return s.R, s.K, s.F, 2, s.WeightBytes() / 2
 	}
 	panic(fmt.Sprintf("gemmDims: %T is not a matmul", s))

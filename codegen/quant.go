@@ -177,6 +177,10 @@ var qBatchTile = [2][2]int{{4, 4}, {4, 2}}
 // kernels (quant_int8.go) take int8DecodeNC instead.
 var qDecodeNC = [2]int{8, 4}
 
+// hardwarePrefetchRowBytes is the weight row length from which the decode
+// GEMVs stop prefetching the next column tile (prefetchNextTile).
+var hardwarePrefetchRowBytes int64 = 4096
+
 // prefetchNextTile prefetches, for each weight matrix, the stretch of the
 // next column tile's rows (nc rows of rowBytes, contiguous after this
 // tile's) that matches the bytes this tile's rows have consumed: the rows
@@ -185,7 +189,19 @@ var qDecodeNC = [2]int{8, 4}
 // ahead within each row leaves every tile's first lines unfetched, while
 // sweeping the next tile at the pace of this one keeps one tile in flight
 // (measured 1.2–1.7× on the 2B decode shapes).
+//
+// Rows of a page or more (hardwarePrefetchRowBytes) are left to the
+// hardware prefetcher, which follows each of them within its pages: on
+// the Intel Xeon the down projections' GEMVs ran faster without the
+// software prefetch (2B q8_0, 8 rows of 9792 bytes: 1.04–1.31×, five
+// rounds of the built model alternating, gemmac bench --profile; 9B
+// shapes, paired kernel calls: q8_0 won 90% of the pairs, q4_0 73%), rows
+// of 4896 bytes (27B q8_0) measured level, and shorter ones still need it
+// (9B q8_0 GeGLU, rows of 3808 bytes: prefetching won every pair).
 func (g *gen) prefetchNextTile(ws []value.Value, rowBytes int64, j0 value.Value, nc int, off value.Value, step int64) {
+	if rowBytes >= hardwarePrefetchRowBytes {
+		return
+	}
 	for _, w := range ws {
 		next := g.gep(tI8, w, g.mulc(g.addc(j0, int64(nc)), rowBytes))
 		for o := int64(0); o < int64(nc)*step; o += 64 {

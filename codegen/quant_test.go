@@ -460,16 +460,8 @@ func getQBenchLib(b *testing.B) *lib {
 func benchQ(b *testing.B, key string, threads int) {
 	l := getQBenchLib(b)
 	s := qbenchSpec[key]
-	var R, K, N, nw int
-	var wb, flops int64
-	switch s := s.(type) {
-	case QMatmul:
-		R, K, N, nw = s.R, s.K, s.N, 1
-		wb, flops = s.WeightBytes(), s.FLOPs()
-	case QGeGLU:
-		R, K, N, nw = s.R, s.K, s.F, 2
-		wb, flops = s.WeightBytes()/2, s.FLOPs()
-	}
+	R, K, N, nw, wb := gemmDims(s)
+	flops := s.(interface{ FLOPs() int64 }).FLOPs()
 	if xbytes(s) && !l.target.hasVNNI() {
 		b.Skip("byte panels need VNNI")
 	}
