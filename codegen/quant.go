@@ -177,10 +177,6 @@ var qBatchTile = [2][2]int{{4, 4}, {4, 2}}
 // kernels (quant_int8.go) take int8DecodeNC instead.
 var qDecodeNC = [2]int{8, 4}
 
-// hardwarePrefetchRowBytes is the weight row length from which the decode
-// GEMVs stop prefetching the next column tile (prefetchNextTile).
-var hardwarePrefetchRowBytes int64 = 4096
-
 // prefetchNextTile prefetches, for each weight matrix, the stretch of the
 // next column tile's rows (nc rows of rowBytes, contiguous after this
 // tile's) that matches the bytes this tile's rows have consumed: the rows
@@ -189,19 +185,7 @@ var hardwarePrefetchRowBytes int64 = 4096
 // ahead within each row leaves every tile's first lines unfetched, while
 // sweeping the next tile at the pace of this one keeps one tile in flight
 // (measured 1.2–1.7× on the 2B decode shapes).
-//
-// Rows of a page or more (hardwarePrefetchRowBytes) are left to the
-// hardware prefetcher, which follows each of them within its pages: on
-// the Intel Xeon the down projections' GEMVs ran faster without the
-// software prefetch (2B q8_0, 8 rows of 9792 bytes: 1.04–1.31×, five
-// rounds of the built model alternating, gemmac bench --profile; 9B
-// shapes, paired kernel calls: q8_0 won 90% of the pairs, q4_0 73%), rows
-// of 4896 bytes (27B q8_0) measured level, and shorter ones still need it
-// (9B q8_0 GeGLU, rows of 3808 bytes: prefetching won every pair).
 func (g *gen) prefetchNextTile(ws []value.Value, rowBytes int64, j0 value.Value, nc int, off value.Value, step int64) {
-	if rowBytes >= hardwarePrefetchRowBytes {
-		return
-	}
 	for _, w := range ws {
 		next := g.gep(tI8, w, g.mulc(g.addc(j0, int64(nc)), rowBytes))
 		for o := int64(0); o < int64(nc)*step; o += 64 {
@@ -229,6 +213,13 @@ func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, xbytes bool, epi func(
 	}
 	mr, nc := qTiling(R, nw, g.L())
 	out, x, ws, nvalid := g.gemmArgs(R, nw, tI8)
+	lo := g.lo
+	if R == 1 && nw == 1 && gemvHalves {
+		lo = g.runGemvHalves(ws[0], int64(dt.BytesFor(K)), qDecodeNC[1], out, epi, func(ws []value.Value, j value.Value, nc int) [][]value.Value {
+			d := g.qdotTile(x, ws, dt, K, ci64(0), j, 1, nc)
+			return [][]value.Value{d[0][0], d[1][0]}
+		})
+	}
 
 	cols := func(j value.Value, nc int) {
 		tile := func(r0 value.Value, mr int) {
@@ -240,10 +231,48 @@ func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, xbytes bool, epi func(
 		}
 		g.forRange(r, nvalid, 1, func(r value.Value) { tile(r, 1) })
 	}
-	j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { cols(j, nc) })
+	j := g.forRange(lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { cols(j, nc) })
 	if nc > 1 {
 		g.forRange(j, g.hi, 1, func(j value.Value) { cols(j, 1) })
 	}
+}
+
+// gemvHalves: decode GEMVs of one matrix read it in two halves
+// (runGemvHalves); benchmarks turn it off to compare.
+var gemvHalves = true
+
+// runGemvHalves runs a decode GEMV of one matrix w (rows of rowBytes) as
+// the GeGLU's tiles read its two matrices: the call's columns [lo, hi) are
+// cut into two halves of h columns (h a multiple of nc), and each tile
+// reads nc rows of each half, two streams far apart. tile returns the dot
+// products d[m][c] of nc rows from column j of each matrix in ws. It
+// returns lo + 2h, where the plain column tiles take over.
+//
+// Two sparse streams of a few rows each are what the Intel Xeon's memory
+// system streams best (the q8_0 GeGLU, two matrices of 4 rows, read
+// 1.13–1.15× faster than a GEMV of 8 rows of the same bytes, paired calls).
+// In the built 2B (four rounds alternating, one weights file for both,
+// gemmac bench --profile): q4_0's median decode step 1.10× (10.09 against
+// 9.21 tok/s), its q8_0 LM head 1.14× (32.2 against 36.7 ms), q and o
+// 1.10–1.13×, k and v 1.05×, down 1.08×; q8_0's LM head 1.14–1.18×, q, k,
+// v and o 1.08–1.15×. BenchmarkQDecodeGemvHalves pairs the two layouts.
+//
+// With the halves, the down projections' long rows (q8_0: 9792 bytes)
+// want the next tile prefetched like the rest: leaving them to the hardware
+// prefetcher, 1.07–1.09× faster with 8 consecutive rows, made the 2B q8_0
+// down GEMV 1.12× slower (1.51 against 1.34 ms a step).
+func (g *gen) runGemvHalves(w value.Value, rowBytes int64, nc int, out value.Value, epi func(d []value.Value) value.Value, tile func(ws []value.Value, j value.Value, nc int) [][]value.Value) value.Value {
+	h := g.mulc(g.b.NewSDiv(g.sub(g.hi, g.lo), ci64(int64(2*nc))), int64(nc))
+	halves := []value.Value{w, g.gep(tI8, w, g.mulc(h, rowBytes))}
+	g.forRange(g.lo, g.add(g.lo, h), int64(nc), func(j value.Value) {
+		d := tile(halves, j, nc)
+		for m, col := range []value.Value{j, g.add(j, h)} {
+			for c, v := range d[m] {
+				g.store(epi([]value.Value{v}), out, g.addc(col, int64(c)))
+			}
+		}
+	})
+	return g.add(g.lo, g.add(h, h))
 }
 
 // loadHalfAt loads the f16 at byte offset off of p (an i8*) as f32.

@@ -171,7 +171,10 @@ func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value)
 	dpbusd := g.m.intrinsic("llvm.x86.avx512.vpdpbusd.512", v16i, v16i, v16i, v16i)
 	lowNibble := g.splat(ci(tI8, 0x0f), chunkBytes)
 
-	cols := func(j value.Value, nc int) {
+	// tile accumulates nc rows of each matrix in ws from column j: one
+	// accumulator per row, those of matrix m at m·nc.
+	tile := func(ws []value.Value, j value.Value, nc int) []value.Value {
+		nw := len(ws)
 		rows := make([]value.Value, nw*nc)
 		for m := 0; m < nw; m++ {
 			for c := 0; c < nc; c++ {
@@ -224,6 +227,23 @@ func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value)
 			}
 			acc = chunk(ci64(i), int(i%periodChunks), mask, acc)
 		}
+		return acc
+	}
+	lo := g.lo
+	if nw == 1 && gemvHalves {
+		lo = g.runGemvHalves(ws[0], rowBytes, int8DecodeNC[1], out, epi, func(ws []value.Value, j value.Value, nc int) [][]value.Value {
+			acc := tile(ws, j, nc)
+			d := make([][]value.Value, len(ws))
+			for m := range d {
+				for c := 0; c < nc; c++ {
+					d[m] = append(d[m], g.reduce(acc[m*nc+c]))
+				}
+			}
+			return d
+		})
+	}
+	cols := func(j value.Value, nc int) {
+		acc := tile(ws, j, nc)
 		for c := 0; c < nc; c++ {
 			vals := make([]value.Value, nw)
 			for m := range vals {
@@ -232,7 +252,7 @@ func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value)
 			g.store(epi(vals), out, g.addc(j, int64(c)))
 		}
 	}
-	j := g.forRange(g.lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { cols(j, nc) })
+	j := g.forRange(lo, g.addc(g.hi, -int64(nc-1)), int64(nc), func(j value.Value) { cols(j, nc) })
 	if nc > 1 {
 		g.forRange(j, g.hi, 1, func(j value.Value) { cols(j, 1) })
 	}
