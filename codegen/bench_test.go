@@ -66,8 +66,8 @@ var (
 
 // getArena returns arenaBytes of u16 that read as normal bf16 values
 // (±[0.5, 1)) and, in pairs, as normal f32 values, in transparent huge
-// pages as the engines' weights are (through 4 KiB pages, TLB misses slow
-// the decode GEMVs, the more so the more rows a tile streams at once).
+// pages as the engines' staged weights are (through 4 KiB pages, TLB
+// misses slow the decode GEMVs).
 func getArena() []uint16 {
 	arenaOnce.Do(func() {
 		mem, err := mmap.Anon(arenaBytes)

@@ -37,25 +37,13 @@ func BenchmarkLaidPanels(b *testing.B) {
 		b.Run(p[0].Name(), func(b *testing.B) {
 			R, K, N, nw, wb := gemmDims(p[0])
 			argv, keep := arenaArgs(R, K, N, nw, wb, true)
-			var ms [2][]float64
-			for i := 0; i < b.N; i++ {
-				for o := 0; o < 2; o++ {
-					side := (i + o) % 2 // each goes first half the time
-					t0 := time.Now()
-					callSplit(b, l, p[side], argv[(2*i+side)%len(argv)])
-					ms[side] = append(ms[side], time.Since(t0).Seconds()*1e3)
-				}
-			}
+			ms, won := alternatePairs(b, func(side, i int) {
+				callSplit(b, l, p[side], argv[(2*i+side)%len(argv)])
+			})
 			runtime.KeepAlive(keep)
-			won := 0
-			for i := range ms[0] {
-				if ms[1][i] < ms[0][i] {
-					won++
-				}
-			}
-			b.ReportMetric(median(ms[0]), "rows_ms")
-			b.ReportMetric(median(ms[1]), "panels_ms")
-			b.ReportMetric(100*float64(won)/float64(b.N), "%panels_won")
+			b.ReportMetric(ms[0], "rows_ms")
+			b.ReportMetric(ms[1], "panels_ms")
+			b.ReportMetric(won, "%panels_won")
 		})
 	}
 }
@@ -73,6 +61,28 @@ func callSplit(b *testing.B, l *lib, s Spec, args []uintptr) {
 	}()
 	l.call(b, s.Name(), args, 0, half)
 	wg.Wait()
+}
+
+// alternatePairs times b.N pairs of run(0, i) and run(1, i), each side
+// first in half of them, so that a neighbour on a shared machine slows both
+// alike. It returns each side's median run in milliseconds and the
+// percentage of pairs side 1 won.
+func alternatePairs(b *testing.B, run func(side, i int)) (ms [2]float64, won float64) {
+	var times [2][]float64
+	for i := 0; i < b.N; i++ {
+		for o := 0; o < 2; o++ {
+			side := (i + o) % 2
+			t0 := time.Now()
+			run(side, i)
+			times[side] = append(times[side], time.Since(t0).Seconds()*1e3)
+		}
+	}
+	for i := range times[0] {
+		if times[1][i] < times[0][i] {
+			won++
+		}
+	}
+	return [2]float64{median(times[0]), median(times[1])}, 100 * won / float64(b.N)
 }
 
 func median(v []float64) float64 {

@@ -173,8 +173,10 @@ func qTiling(R, nw, lanes int) (mr, nc int) {
 var qBatchTile = [2][2]int{{4, 4}, {4, 2}}
 
 // qDecodeNC is the decode column tile: weight rows in flight for one
-// matrix (QMatmul) and per matrix for two (QGeGLU). The byte dot-product
-// kernels (quant_int8.go) take int8DecodeNC instead.
+// matrix (QMatmul) and per matrix for two (QGeGLU). A QMatmul reads its
+// matrix in halves of the second's width (runGemvHalves), so the first
+// only takes the columns left over. The byte dot-product kernels
+// (quant_int8.go) take int8DecodeNC instead.
 var qDecodeNC = [2]int{8, 4}
 
 // prefetchNextTile prefetches, for each weight matrix, the stretch of the

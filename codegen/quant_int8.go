@@ -152,9 +152,10 @@ func (g *gen) layoutX(x value.Value, K int) xLayout {
 	return xl
 }
 
-// emitQGemvInt8 is the R = 1 body of QMatmul (nw = 1) and QGeGLU (nw = 2):
-// column tiles of nc weight rows per matrix, each row streamed in chunks
-// against x laid out along it (layoutX), into 16-lane f32 accumulators.
+// emitQGemvInt8 is the R = 1 body of QMatmul (nw = 1, read in halves by
+// runGemvHalves) and QGeGLU (nw = 2): column tiles of nc weight rows per
+// matrix, each row streamed in chunks against x laid out along it
+// (layoutX), into 16-lane f32 accumulators.
 func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value) {
 	nc := int8DecodeNC[nw-1]
 	nb := K / gir.QK
@@ -262,7 +263,10 @@ func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value)
 // matrix for two. Chosen on Zen 5 with the earlier pairwise kernel (3 rows
 // beat 4 and 8 by 1.1–1.3× on the 2B's shapes; the GeGLU's 4 beat 1, 2, 3,
 // 6 and 8); on an Intel Xeon (Emerald Rapids) the chunked kernel with 2, 3
-// or 4 rows measured within the noise of each other (GEMMAC_I8NC).
+// or 4 rows measured within the noise of each other (GEMMAC_I8NC). A
+// QMatmul now reads its matrix in halves of the GeGLU's width
+// (runGemvHalves), 4 rows of each, and leaves the one-matrix tile the
+// columns left over.
 var int8DecodeNC = [2]int{3, 4}
 
 // quantizeBlock rounds the QK floats of x at k to a q8_0 block: its scale d
