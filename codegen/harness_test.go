@@ -27,10 +27,14 @@ type lib struct {
 	target Target
 }
 
-// int8 reports whether the library's R-row GEMVs over weights of dt
-// quantise x to bytes themselves.
-func (l *lib) int8(R int, dt gir.DType) bool {
-	return R == 1 && l.target.QuantizesActivations(dt)
+// xbits is the width x is quantised to in a kernel of R rows over weights
+// of dt that takes x as spec's integers (0: f32): bytes where the library's
+// decode GEMVs quantise x themselves.
+func (l *lib) xbits(R int, dt gir.DType, spec int) int {
+	if R == 1 && l.target.QuantizesActivations(dt) {
+		return 8
+	}
+	return spec
 }
 
 // buildLib compiles m, links it with gcc into a shared object (as the runtime

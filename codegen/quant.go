@@ -6,8 +6,10 @@ package codegen
 // for prefill into the f32 panels of panel.go) and multiplied
 // with x, so the result is that of an f32 matmul with the dequantised
 // weights (what the interpreter and the float64 references for the
-// quantised GGUFs compute). Only q4_0 on VNNI targets quantises x for
-// integer dot products: decode (quant_int8.go) and prefill (panel_int8.go).
+// quantised GGUFs compute). On targets with 512-bit VNNI, q4_0 rounds x
+// to bytes for integer dot products in decode (quant_int8.go) and prefill
+// (panel_int8.go), and q8_0's prefill rounds it to 16 bits
+// (panel_int8.go), close enough to f32 that its KL divergence does not move.
 
 import (
 	"fmt"
@@ -20,7 +22,7 @@ import (
 // QMatmul is Matmul for q8_0 / q4_0 weights: out[r,j] = Σ_k x[r,k]·w[j,k]
 // (+ optional softcap epilogue), w dequantised block by block.
 //
-// Args: out f32[R×N], x f32[R×K] (with XBytes, QuantizeRows' output for
+// Args: out f32[R×N], x f32[R×K] (with XBits, QuantizeRows' output for
 // it), w WType[N×K] (N rows of K/32 blocks),
 // scalars i64{pos, n_valid}. Items: the N output columns; rows ≥ n_valid are
 // not computed. K must be a multiple of 32.
@@ -28,9 +30,10 @@ type QMatmul struct {
 	R, K, N int
 	WType   gir.DType // Q8_0 or Q4_0
 	Softcap float64   // 0: none; c > 0: out = c·tanh(out/c)
-	// XBytes: x is QuantizeRows' output for R rows of K (byte panels:
-	// q4_0 prefill where Target.QuantizesPrefill).
-	XBytes bool
+	// XBits (8 or 16): x is QuantizeRows' output for R rows of K at
+	// XBits (integer panels: q4_0 and q8_0 prefill where
+	// Target.PrefillXBits says so); 0: x is f32.
+	XBits int
 }
 
 func (s QMatmul) Name() string {
@@ -38,8 +41,8 @@ func (s QMatmul) Name() string {
 	if s.Softcap != 0 {
 		n += "_softcap" + fname(s.Softcap)
 	}
-	if s.XBytes {
-		n += "_xq8"
+	if s.XBits != 0 {
+		n += fmt.Sprintf("_xq%d", s.XBits)
 	}
 	return n
 }
@@ -57,14 +60,14 @@ func (s QMatmul) Validate() error {
 	if s.Softcap < 0 {
 		return fmt.Errorf("softcap must be ≥ 0")
 	}
-	if err := checkXBytes(s.XBytes, s.R, s.WType); err != nil {
+	if err := checkXBits(s.XBits, s.R, s.WType); err != nil {
 		return err
 	}
 	return checkQuant(s.WType, s.K)
 }
 
 func (s QMatmul) emit(g *gen) {
-	emitQGemm(g, s.R, s.K, s.N, s.WType, 1, s.XBytes, func(d []value.Value) value.Value {
+	emitQGemm(g, s.R, s.K, s.N, s.WType, 1, s.XBits, func(d []value.Value) value.Value {
 		if s.Softcap != 0 {
 			return g.softcap(d[0], s.Softcap)
 		}
@@ -80,13 +83,13 @@ func (s QMatmul) emit(g *gen) {
 type QGeGLU struct {
 	R, K, F int
 	WType   gir.DType
-	XBytes  bool // as QMatmul's
+	XBits   int // as QMatmul's
 }
 
 func (s QGeGLU) Name() string {
 	n := fmt.Sprintf("qgeglu_r%d_k%d_f%d_%s", s.R, s.K, s.F, s.WType)
-	if s.XBytes {
-		n += "_xq8"
+	if s.XBits != 0 {
+		n += fmt.Sprintf("_xq%d", s.XBits)
 	}
 	return n
 }
@@ -99,24 +102,16 @@ func (s QGeGLU) Validate() error {
 	if err := positive("R, K and F", s.R, s.K, s.F); err != nil {
 		return err
 	}
-	if err := checkXBytes(s.XBytes, s.R, s.WType); err != nil {
+	if err := checkXBits(s.XBits, s.R, s.WType); err != nil {
 		return err
 	}
 	return checkQuant(s.WType, s.K)
 }
 
 func (s QGeGLU) emit(g *gen) {
-	emitQGemm(g, s.R, s.K, s.F, s.WType, 2, s.XBytes, func(d []value.Value) value.Value {
+	emitQGemm(g, s.R, s.K, s.F, s.WType, 2, s.XBits, func(d []value.Value) value.Value {
 		return g.fmul(g.gelu(d[0]), d[1])
 	})
-}
-
-// checkXBytes: byte panels are for q4_0 prefill.
-func checkXBytes(xbytes bool, R int, dt gir.DType) error {
-	if xbytes && (dt != gir.Q4_0 || !usesPanels(R)) {
-		return fmt.Errorf("x as bytes is for q4_0 weights and more than %d rows, not %v and %d", maxBatchRows, dt, R)
-	}
-	return nil
 }
 
 func checkQuant(dt gir.DType, k int) error {
@@ -200,13 +195,13 @@ func (g *gen) prefetchNextTile(ws []value.Value, rowBytes int64, j0 value.Value,
 // or f32 panels, or else (a batched decode step) column tiles of nc over
 // [lo, hi) (then single columns), inside them row tiles of mr over the
 // valid rows (then single rows).
-func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw int, xbytes bool, epi func(d []value.Value) value.Value) {
+func emitQGemm(g *gen, R, K, N int, dt gir.DType, nw, xbits int, epi func(d []value.Value) value.Value) {
 	if g.useInt8Decode(R, dt) {
 		emitQGemvInt8(g, K, nw, epi)
 		return
 	}
-	if xbytes {
-		emitPanelGemmInt8(g, R, K, N, nw, epi)
+	if xbits != 0 {
+		emitPanelGemmInt(g, R, K, N, dt, xbits, nw, epi)
 		return
 	}
 	if usesPanels(R) {

@@ -39,8 +39,9 @@ var int8Decode = true
 // that their results follow the reference data's tolerance for quantised
 // activations, not f32's. Only q4_0's do. q8_0 byte panels (the weights'
 // sign bit flipped) ran as fast as q4_0's, but rounding x raised q8_0's KL
-// divergence on tiny-hot 1.7× (q4_0's 6.5%, and 0.2% on the 2B), so q8_0
-// keeps exact activations. For the GEMVs, by
+// divergence on tiny-hot 1.7× (q4_0's 6.5%, and 0.2% on the 2B), so q8_0's
+// prefill rounds x to 16 bits instead (PrefillXBits) and its GEMVs keep
+// it f32. For the GEMVs, by
 // measurement (go test ./codegen -bench 'QGEMVDecode|QGeGLUDecode', with
 // GEMMAC_INT8=0 for the f32 path): q4_0's unpacking costs more than
 // quantising x (1.2–1.4× faster with vpdpbusd on Zen 5; with the chunked
@@ -116,7 +117,7 @@ func (g *gen) layoutX(x value.Value, K int) xLayout {
 
 	// block quantises block b into the bytes and returns its scale.
 	block := func(b value.Value) value.Value {
-		qs, d := g.quantizeBlock(x, g.mulc(b, gir.QK))
+		qs, d := g.quantizeBlock(x, g.mulc(b, gir.QK), 127)
 		at := g.addc(g.mulc(b, bb), 2)
 		g.storeBytes(qs[0], xl.lo, at) // x[0, 16) meets the low nibbles
 		g.storeBytes(qs[1], xl.hi, at)
@@ -269,9 +270,10 @@ func emitQGemvInt8(g *gen, K int, nw int, epi func(d []value.Value) value.Value)
 // columns left over.
 var int8DecodeNC = [2]int{3, 4}
 
-// quantizeBlock rounds the QK floats of x at k to a q8_0 block: its scale d
-// (the largest magnitude / 127) and its integers, QK/L vectors of L i32.
-func (g *gen) quantizeBlock(x, k value.Value) (qs []value.Value, d value.Value) {
+// quantizeBlock rounds the QK floats of x at k to integers in
+// [−qmax, qmax] (qmax 127: a q8_0 block): its scale d (the largest
+// magnitude / qmax) and its integers, QK/L vectors of L i32.
+func (g *gen) quantizeBlock(x, k value.Value, qmax int64) (qs []value.Value, d value.Value) {
 	L := g.L()
 	fmaxV := g.m.intrinsic("llvm.vector.reduce.fmax."+tsuffix(g.vf()), tF32, g.vf())
 	vs := make([]value.Value, gir.QK/L)
@@ -285,12 +287,12 @@ func (g *gen) quantizeBlock(x, k value.Value) (qs []value.Value, d value.Value) 
 		}
 	}
 	m := g.b.NewCall(fmaxV, amax)
-	inv := g.b.NewSelect(g.b.NewFCmp(enum.FPredOGT, m, cf(tF32, 0)), g.fdiv(cf(tF32, 127), m), cf(tF32, 0))
+	inv := g.b.NewSelect(g.b.NewFCmp(enum.FPredOGT, m, cf(tF32, 0)), g.fdiv(cf(tF32, float64(qmax)), m), cf(tF32, 0))
 	qs = make([]value.Value, len(vs))
 	for i, v := range vs {
 		qs[i] = g.b.NewFPToSI(g.unary("nearbyint", g.fmul(v, g.splat(inv, L))), vecT(L, tI32))
 	}
-	return qs, g.fdiv(m, cf(tF32, 127))
+	return qs, g.fdiv(m, cf(tF32, float64(qmax)))
 }
 
 // storeBytes stores the i32 lanes of q, truncated to bytes, at p[idx] (p

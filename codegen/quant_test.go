@@ -17,14 +17,14 @@ import (
 	gir "github.com/gemmac/gemmac/ir"
 )
 
-// qdotRef is x · row j of w in float64: with the dequantised weights, or,
-// when int8, as the byte dot product kernels compute it: x quantised per
-// block of 32 (d = amax/127 in f32, q = x·(127/amax) rounded to even), and
-// Σ_b d_w·d_x·Σ q_w·q_x.
-func qdotRef(x []float32, w *qbuf, j int, int8 bool) float64 {
+// qdotRef is x · row j of w in float64: with the dequantised weights (bits
+// 0), or as the integer dot product kernels compute it: x quantised per
+// block of 32 to bits (Q = 127 or 32767, d = amax/Q in f32, q = x·(Q/amax)
+// rounded to even), and Σ_b d_w·d_x·Σ q_w·q_x.
+func qdotRef(x []float32, w *qbuf, j int, bits int) float64 {
 	K := len(x)
 	var acc float64
-	if !int8 {
+	if bits == 0 {
 		for k := range x {
 			acc += float64(x[k]) * w.vals[j*K+k]
 		}
@@ -36,9 +36,10 @@ func qdotRef(x []float32, w *qbuf, j int, int8 bool) float64 {
 		for _, v := range blk {
 			amax = max(amax, float32(math.Abs(float64(v))))
 		}
+		Q := float32(int(1)<<(bits-1) - 1)
 		var inv float32
 		if amax > 0 {
-			inv = 127 / amax
+			inv = Q / amax
 		}
 		// The weights' integers: dequantised values over the block's
 		// stored scale (exact).
@@ -50,7 +51,7 @@ func qdotRef(x []float32, w *qbuf, j int, int8 bool) float64 {
 				dot += q * math.Round(w.vals[j*K+b*gir.QK+i]/dw)
 			}
 		}
-		acc += dw * float64(amax/127) * dot
+		acc += dw * float64(amax/Q) * dot
 	}
 	return acc
 }
@@ -114,7 +115,7 @@ func qmatmulCase(R, K, N int, dt gir.DType, nvalid int, softcap float64) kcase {
 	return qmatmulSpecCase(QMatmul{R: R, K: K, N: N, WType: dt, Softcap: softcap}, nvalid)
 }
 
-// qmatmulSpecCase checks s (with XBytes, x goes through the QuantizeRows
+// qmatmulSpecCase checks s (with XBits, x goes through the QuantizeRows
 // kernel first) against qdotRef.
 func qmatmulSpecCase(spec QMatmul, nvalid int) kcase {
 	R, K, N, dt, softcap := spec.R, spec.K, spec.N, spec.WType, spec.Softcap
@@ -131,14 +132,14 @@ func qmatmulSpecCase(spec QMatmul, nvalid int) kcase {
 		for r := 0; r < nvalid; r++ {
 			xr := x[r*K : (r+1)*K]
 			for j := 0; j < N; j++ {
-				acc := qdotRef(xr, w, j, l.int8(R, dt) || spec.XBytes)
+				acc := qdotRef(xr, w, j, l.xbits(R, dt, spec.XBits))
 				if softcap > 0 {
 					acc = softcap * math.Tanh(acc/softcap)
 				}
 				want[r*N+j] = acc
 			}
 		}
-		xa := xArg(t, l, spec.XBytes, x, R, K, nvalid)
+		xa := xArg(t, l, spec.XBits, x, R, K, nvalid)
 		runSplits(t, l, s, []uintptr{addr(out), xa, w.addr(), addr(sc)}, func() { clear32(out) },
 			func(what string) {
 				checkRel(t, what, out[:nvalid*N], want, 1e-5)
@@ -166,11 +167,11 @@ func qgegluSpecCase(spec QGeGLU, nvalid int) kcase {
 		for r := 0; r < nvalid; r++ {
 			xr := x[r*K : (r+1)*K]
 			for j := 0; j < F; j++ {
-				int8 := l.int8(R, dt) || spec.XBytes
-				want[r*F+j] = gelu64(qdotRef(xr, wg, j, int8)) * qdotRef(xr, wu, j, int8)
+				bits := l.xbits(R, dt, spec.XBits)
+				want[r*F+j] = gelu64(qdotRef(xr, wg, j, bits)) * qdotRef(xr, wu, j, bits)
 			}
 		}
-		xa := xArg(t, l, spec.XBytes, x, R, K, nvalid)
+		xa := xArg(t, l, spec.XBits, x, R, K, nvalid)
 		runSplits(t, l, s, []uintptr{addr(out), xa, wg.addr(), wu.addr(), addr(sc)}, func() { clear32(out) },
 			func(what string) {
 				checkRel(t, what, out[:nvalid*F], want, 1e-5)
@@ -221,31 +222,34 @@ func checkUntouched(tb testing.TB, what string, s []float32) {
 	}
 }
 
-// xArg is the x argument of a quantised matmul: x itself or, with
-// xbytes, its first nvalid rows quantised by the module's QuantizeRows
-// kernel (kept alive by the test's cleanup).
-func xArg(t *testing.T, l *lib, xbytes bool, x []float32, R, K, nvalid int) uintptr {
-	if !xbytes {
+// xArg is the x argument of a quantised matmul: x itself or, with xbits,
+// its first nvalid rows quantised by the module's QuantizeRows kernel (kept
+// alive by the test's cleanup).
+func xArg(t *testing.T, l *lib, xbits int, x []float32, R, K, nvalid int) uintptr {
+	if xbits == 0 {
 		return addr(x)
 	}
-	xq := alignedBytes(int(QuantizedRowsBytes(R, K)))
-	l.call(t, QuantizeRows{R: R, K: K}.Name(), []uintptr{addr(xq), addr(x)}, 0, int64(nvalid))
+	xq := alignedBytes(int(QuantizedRowsBytes(R, K, xbits)))
+	l.call(t, QuantizeRows{R: R, K: K, Bits: xbits}.Name(), []uintptr{addr(xq), addr(x)}, 0, int64(nvalid))
 	t.Cleanup(func() { runtime.KeepAlive(xq) })
 	return addr(xq)
 }
 
 // quantizeRowsCase checks QuantizeRows against llama.cpp's q8_0 rounding
-// (d = amax/127, q = x/d to even) and the corrections −8·Σq, row by row.
-func quantizeRowsCase(R, K int) kcase {
-	return kcase{QuantizeRows{R: R, K: K}, func(t *testing.T, l *lib, s Spec) {
+// (bits 8: d = amax/127, q = x·(127/amax) to even) and the corrections
+// −8·Σq, or the same to 16 bits in the word panels' order, row by row.
+func quantizeRowsCase(R, K, bits int) kcase {
+	return kcase{QuantizeRows{R: R, K: K, Bits: bits}, func(t *testing.T, l *lib, s Spec) {
 		x := randF32(R*K, 7, 3)
 		x[5] = 0 // a row's blocks include an all-zero one
 		for i := 0; i < gir.QK; i++ {
 			x[K+i] = 0
 		}
 		nb := K / gir.QK
-		xq := alignedBytes(int(QuantizedRowsBytes(R, K)))
+		Q := float32(int(1)<<(bits-1) - 1)
+		xq := alignedBytes(int(QuantizedRowsBytes(R, K, bits)))
 		l.call(t, s.Name(), []uintptr{addr(xq), addr(x)}, 0, int64(R))
+		scales := xq[R*K*bits/8:]
 		for r := 0; r < R; r++ {
 			for b := 0; b < nb; b++ {
 				blk := x[(r*K + b*gir.QK):][:gir.QK]
@@ -254,20 +258,29 @@ func quantizeRowsCase(R, K int) kcase {
 					amax = max(amax, float32(math.Abs(float64(v))))
 				}
 				var sum int32
-				for i, v := range blk {
+				for i := range blk {
+					k, got := i, int32(int8(xq[r*K+b*gir.QK+i]))
+					if bits == 16 {
+						k = wordOrderK(i)
+						got = int32(int16(binary.LittleEndian.Uint16(xq[2*(r*K+b*gir.QK+i):])))
+					}
 					var q int32
 					if amax > 0 {
-						q = int32(math.RoundToEven(float64(v * (127 / amax))))
+						q = int32(math.RoundToEven(float64(blk[k] * (Q / amax))))
 					}
 					sum += q
-					if got := int32(int8(xq[r*K+b*gir.QK+i])); got != q {
-						t.Fatalf("row %d block %d: x_q[%d] = %d, want %d", r, b, i, got, q)
+					if got != q {
+						t.Fatalf("row %d block %d: x_q of k = %d is %d, want %d", r, b, k, got, q)
 					}
 				}
-				d := math.Float32frombits(binary.LittleEndian.Uint32(xq[R*K+4*(r*nb+b):]))
-				c := int32(binary.LittleEndian.Uint32(xq[R*K+4*R*nb+4*(r*nb+b):]))
-				if d != amax/127 || c != -8*sum {
-					t.Fatalf("row %d block %d: scale %g, correction %d; want %g, %d", r, b, d, c, amax/127, -8*sum)
+				d := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*(r*nb+b):]))
+				if d != amax/Q {
+					t.Fatalf("row %d block %d: scale %g, want %g", r, b, d, amax/Q)
+				}
+				if bits == 8 {
+					if c := int32(binary.LittleEndian.Uint32(scales[4*R*nb+4*(r*nb+b):])); c != -8*sum {
+						t.Fatalf("row %d block %d: correction %d, want %d", r, b, c, -8*sum)
+					}
 				}
 			}
 		}
@@ -275,20 +288,28 @@ func quantizeRowsCase(R, K int) kcase {
 	}}
 }
 
-// bytePanelCases are the q4_0 prefill kernels that take x as bytes, for
-// targets with VNNI: K blocks of 16 and 9 blocks with the softcap after the
-// last, masked panels, row remainders, and the GeGLU's partial sums.
-func bytePanelCases() []kcase {
-	Q4 := gir.Q4_0
-	return []kcase{
-		quantizeRowsCase(20, 800),
-		quantizeRowsCase(13, 1024),
-		quantizeRowsCase(10, 2304),
-		qmatmulSpecCase(QMatmul{R: 20, K: 800, N: 70, WType: Q4, Softcap: 30, XBytes: true}, 19),
-		qmatmulSpecCase(QMatmul{R: 13, K: 1024, N: 150, WType: Q4, XBytes: true}, 13),
-		qgegluSpecCase(QGeGLU{R: 10, K: 2304, F: 40, WType: Q4, XBytes: true}, 8),
-		qgegluSpecCase(QGeGLU{R: 13, K: 1024, F: 70, WType: Q4, XBytes: true}, 12),
+// intPanelCases are the prefill kernels that take x as integers, for
+// targets with VNNI (q4_0 as bytes, q8_0 as words): K blocks of 16 and 9
+// blocks (bytes; 8 and 1 for words) with the softcap after the last, masked
+// panels, row remainders, and the GeGLU's partial sums.
+func intPanelCases() []kcase {
+	var cs []kcase
+	for _, c := range []struct {
+		dt   gir.DType
+		bits int
+	}{{gir.Q4_0, 8}, {gir.Q8_0, 16}} {
+		dt, bits := c.dt, c.bits
+		cs = append(cs,
+			quantizeRowsCase(20, 800, bits),
+			quantizeRowsCase(13, 1024, bits),
+			quantizeRowsCase(10, 2304, bits),
+			qmatmulSpecCase(QMatmul{R: 20, K: 800, N: 70, WType: dt, Softcap: 30, XBits: bits}, 19),
+			qmatmulSpecCase(QMatmul{R: 13, K: 1024, N: 150, WType: dt, XBits: bits}, 13),
+			qgegluSpecCase(QGeGLU{R: 10, K: 2304, F: 40, WType: dt, XBits: bits}, 8),
+			qgegluSpecCase(QGeGLU{R: 13, K: 1024, F: 70, WType: dt, XBits: bits}, 12),
+		)
 	}
+	return cs
 }
 
 func quantCases() []kcase {
@@ -342,7 +363,7 @@ func TestQuantKernels(t *testing.T) {
 	}
 	runCases(t, targets, quantCases())
 	if targets[0].hasVNNI() {
-		runCases(t, targets[:1], bytePanelCases())
+		runCases(t, targets[:1], intPanelCases())
 	}
 }
 
@@ -373,6 +394,10 @@ func TestQuantValidate(t *testing.T) {
 		QMatmul{R: 1, K: 64, N: 4, WType: gir.Q4_0, Softcap: -1},
 		QGeGLU{R: 1, K: 40, F: 4, WType: gir.Q4_0},
 		QGeGLU{R: 0, K: 64, F: 4, WType: gir.Q4_0},
+		QMatmul{R: 128, K: 64, N: 4, WType: gir.Q8_0, XBits: 8},
+		QMatmul{R: 128, K: 64, N: 4, WType: gir.Q4_0, XBits: 16},
+		QGeGLU{R: 1, K: 64, F: 4, WType: gir.Q4_0, XBits: 8},
+		QuantizeRows{R: 4, K: 64, Bits: 4},
 		Embed{R: 1, H: 48, V: 4, TType: gir.Q8_0, Scale: 1},
 	}
 	for _, s := range bad {
@@ -402,12 +427,18 @@ var (
 		"geglu_p_q8": QGeGLU{R: 128, K: 2304, F: 2304, WType: gir.Q8_0},
 		"geglu_p_q4": QGeGLU{R: 128, K: 2304, F: 2304, WType: gir.Q4_0},
 		"down_p_q4":  QMatmul{R: 128, K: 9216, N: 2304, WType: gir.Q4_0},
-		// The byte panels (VNNI targets), with QuantizeRows of their x.
-		"prefill_q4x": QMatmul{R: 128, K: 2304, N: 2304, WType: gir.Q4_0, XBytes: true},
-		"geglu_p_q4x": QGeGLU{R: 128, K: 2304, F: 2304, WType: gir.Q4_0, XBytes: true},
-		"down_p_q4x":  QMatmul{R: 128, K: 9216, N: 2304, WType: gir.Q4_0, XBytes: true},
-		"quantize_x":  QuantizeRows{R: 128, K: 2304},
-		"quantize_xd": QuantizeRows{R: 128, K: 9216},
+		"down_p_q8":  QMatmul{R: 128, K: 9216, N: 2304, WType: gir.Q8_0},
+		// The integer panels (VNNI targets), with QuantizeRows of their x.
+		"prefill_q4x":  QMatmul{R: 128, K: 2304, N: 2304, WType: gir.Q4_0, XBits: 8},
+		"geglu_p_q4x":  QGeGLU{R: 128, K: 2304, F: 2304, WType: gir.Q4_0, XBits: 8},
+		"down_p_q4x":   QMatmul{R: 128, K: 9216, N: 2304, WType: gir.Q4_0, XBits: 8},
+		"prefill_q8x":  QMatmul{R: 128, K: 2304, N: 2304, WType: gir.Q8_0, XBits: 16},
+		"geglu_p_q8x":  QGeGLU{R: 128, K: 2304, F: 2304, WType: gir.Q8_0, XBits: 16},
+		"down_p_q8x":   QMatmul{R: 128, K: 9216, N: 2304, WType: gir.Q8_0, XBits: 16},
+		"quantize_x":   QuantizeRows{R: 128, K: 2304, Bits: 8},
+		"quantize_xd":  QuantizeRows{R: 128, K: 9216, Bits: 8},
+		"quantize_xw":  QuantizeRows{R: 128, K: 2304, Bits: 16},
+		"quantize_xdw": QuantizeRows{R: 128, K: 9216, Bits: 16},
 	}
 )
 
@@ -436,9 +467,12 @@ func getQBenchLib(b *testing.B) *lib {
 		if os.Getenv("GEMMAC_INT8") == "0" {
 			int8Decode = false
 		}
+		if os.Getenv("GEMMAC_WORDS") == "0" {
+			wordPanels = false
+		}
 		m := NewModule(HostTarget())
 		for _, s := range qbenchSpec {
-			if xbytes(s) && !m.Target.hasVNNI() {
+			if xbits(s) != 0 && !m.Target.hasVNNI() {
 				continue
 			}
 			m.MustAdd(s)
@@ -462,14 +496,15 @@ func benchQ(b *testing.B, key string, threads int) {
 	s := qbenchSpec[key]
 	R, K, N, nw, wb := gemmDims(s)
 	flops := s.(interface{ FLOPs() int64 }).FLOPs()
-	if xbytes(s) && !l.target.hasVNNI() {
-		b.Skip("byte panels need VNNI")
+	bits := xbits(s)
+	if bits != 0 && !l.target.hasVNNI() {
+		b.Skip("integer panels need VNNI")
 	}
 	argv, keep := arenaArgs(R, K, N, nw, wb, R == 1 && !strings.HasPrefix(key, "l2_") || R > 1 && os.Getenv("GEMMAC_COLD") != "")
-	if xbytes(s) {
+	if bits != 0 {
 		x := keep[0].([]float32) // arenaArgs' x
-		xq := alignedBytes(int(QuantizedRowsBytes(R, K)))
-		l.call(b, QuantizeRows{R: R, K: K}.Name(), []uintptr{addr(xq), addr(x)}, 0, int64(R))
+		xq := alignedBytes(int(QuantizedRowsBytes(R, K, bits)))
+		l.call(b, QuantizeRows{R: R, K: K, Bits: bits}.Name(), []uintptr{addr(xq), addr(x)}, 0, int64(R))
 		for _, a := range argv {
 			a[1] = addr(xq)
 		}
@@ -479,15 +514,15 @@ func benchQ(b *testing.B, key string, threads int) {
 	runtime.KeepAlive(keep)
 }
 
-// xbytes reports whether s takes x as QuantizeRows' bytes.
-func xbytes(s Spec) bool {
+// xbits is the width of the integers s takes x as (0: f32).
+func xbits(s Spec) int {
 	switch s := s.(type) {
 	case QMatmul:
-		return s.XBytes
+		return s.XBits
 	case QGeGLU:
-		return s.XBytes
+		return s.XBits
 	}
-	return false
+	return 0
 }
 
 func BenchmarkQGEMVDecodeQ8_0(b *testing.B) { benchQ(b, "q8_0", 1) }
@@ -509,20 +544,25 @@ func BenchmarkQGeGLUPrefillQ8_0(b *testing.B)   { benchQ(b, "geglu_p_q8", 1) }
 func BenchmarkQGeGLUPrefillQ4_0(b *testing.B)   { benchQ(b, "geglu_p_q4", 1) }
 func BenchmarkQGEMMPrefillQ4_0(b *testing.B)    { benchQ(b, "prefill_q4", 1) }
 func BenchmarkQDownPrefillQ4_0(b *testing.B)    { benchQ(b, "down_p_q4", 1) }
+func BenchmarkQDownPrefillQ8_0(b *testing.B)    { benchQ(b, "down_p_q8", 1) }
 
 // The byte panels, and QuantizeRows of the q/k/v/o/GeGLU and the down
 // projections' x (128 rows).
 func BenchmarkQGEMMPrefillQ4_0Bytes(b *testing.B)  { benchQ(b, "prefill_q4x", 1) }
 func BenchmarkQGeGLUPrefillQ4_0Bytes(b *testing.B) { benchQ(b, "geglu_p_q4x", 1) }
 func BenchmarkQDownPrefillQ4_0Bytes(b *testing.B)  { benchQ(b, "down_p_q4x", 1) }
+func BenchmarkQGEMMPrefillQ8_0Words(b *testing.B)  { benchQ(b, "prefill_q8x", 1) }
+func BenchmarkQGeGLUPrefillQ8_0Words(b *testing.B) { benchQ(b, "geglu_p_q8x", 1) }
+func BenchmarkQDownPrefillQ8_0Words(b *testing.B)  { benchQ(b, "down_p_q8x", 1) }
 func BenchmarkQuantizeRows(b *testing.B)           { benchQuantizeRows(b, "quantize_x") }
+func BenchmarkQuantizeRowsWords(b *testing.B)      { benchQuantizeRows(b, "quantize_xw") }
 func BenchmarkQuantizeRowsDown(b *testing.B)       { benchQuantizeRows(b, "quantize_xd") }
 
 func benchQuantizeRows(b *testing.B, key string) {
 	l := getQBenchLib(b)
 	s := qbenchSpec[key].(QuantizeRows)
 	x := randF32(s.R*s.K, 1, 1)
-	xq := alignedBytes(int(QuantizedRowsBytes(s.R, s.K)))
+	xq := alignedBytes(int(QuantizedRowsBytes(s.R, s.K, s.Bits)))
 	b.SetBytes(int64(s.R*s.K) * 4)
 	for i := 0; i < b.N; i++ {
 		l.call(b, s.Name(), []uintptr{addr(xq), addr(x)}, 0, int64(s.R))

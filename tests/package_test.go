@@ -129,7 +129,7 @@ func TestEmittedPackage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("running hotq4: %v\n%s", err, stderr)
 	}
-	checkAgainstRef(t, "hotq4 logits against the reference", got, ref.Logits, quantizesActivations(ir.Q4_0))
+	checkAgainstRef(t, "hotq4 logits against the reference", got, ref.Logits, ir.Q4_0)
 	// Without a weights file named, Load looks beside the executable,
 	// where there is none: an error that says which file.
 	if _, stderr, err = run("hotq4", "tiny-hot", "", ref.Tokens[:3]); err == nil || !strings.Contains(stderr, "hotq4.weights") {

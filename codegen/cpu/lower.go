@@ -83,9 +83,9 @@ type lowering struct {
 	weights *codegen.WeightTable
 	g       *ir.Graph
 	p       *plan.Program
-	// inScratch is the value whose bytes (QuantizeRows) the scratch holds:
-	// q, k and v quantise their shared x once.
-	inScratch *ir.Value
+	// inScratch is the value whose integers (QuantizeRows) the scratch
+	// holds: q, k and v quantise their shared x once.
+	inScratch scratchX
 	// byRows are the weights some kernel other than a float matmul reads
 	// (the embedding table, read by rows by Embed and by the tied LM head).
 	byRows map[string]bool
@@ -131,7 +131,7 @@ func (l *lowering) matrixArg(w *ir.Value, nw int, panels bool) plan.Arg {
 
 func (l *lowering) program(g *ir.Graph) (*plan.Program, error) {
 	out := g.Outputs[0]
-	l.g, l.inScratch = g, nil
+	l.g, l.inScratch = g, scratchX{}
 	l.p = &plan.Program{
 		Name:       g.Name,
 		Tokens:     g.Meta["tokens"],
@@ -197,11 +197,11 @@ func (l *lowering) lower(v *ir.Value) error {
 		}
 		R, K, N := v.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0]
 		if w.DType.IsQuantized() {
-			x, xbytes, err := l.quantizedX(v, R, K, w.DType)
+			x, xbits, err := l.quantizedX(v, R, K, w.DType)
 			if err != nil {
 				return err
 			}
-			spec := codegen.QMatmul{R: R, K: K, N: N, WType: w.DType, Softcap: softcap, XBytes: xbytes}
+			spec := codegen.QMatmul{R: R, K: K, N: N, WType: w.DType, Softcap: softcap, XBits: xbits}
 			return l.call(spec, v.Name, 0, out, x, a(1), scalars)
 		}
 		panels := l.inPanels(w)
@@ -214,11 +214,11 @@ func (l *lowering) lower(v *ir.Value) error {
 		}
 		R, K, F := v.Args[0].Shape.Rows(), w.Shape[1], w.Shape[0]
 		if w.DType.IsQuantized() {
-			x, xbytes, err := l.quantizedX(v, R, K, w.DType)
+			x, xbits, err := l.quantizedX(v, R, K, w.DType)
 			if err != nil {
 				return err
 			}
-			spec := codegen.QGeGLU{R: R, K: K, F: F, WType: w.DType, XBytes: xbytes}
+			spec := codegen.QGeGLU{R: R, K: K, F: F, WType: w.DType, XBits: xbits}
 			return l.call(spec, v.Name, 0, out, x, a(1), a(2), scalars)
 		}
 		panels := l.inPanels(w, v.Args[2])
@@ -272,20 +272,28 @@ func (l *lowering) lower(v *ir.Value) error {
 	return fmt.Errorf("the CPU code generator has no lowering for %v", v.Op)
 }
 
+// scratchX is a value rounded to integers of bits in the scratch.
+type scratchX struct {
+	v    *ir.Value
+	bits int
+}
+
 // quantizedX is the x a quantised matmul v of R rows of K reads: its
-// argument, or, where the target's prefill takes x as bytes, a call of
-// QuantizeRows that writes them to the arena's scratch (xbytes).
-func (l *lowering) quantizedX(v *ir.Value, R, K int, dt ir.DType) (x plan.Arg, xbytes bool, err error) {
+// argument, or, where the target's prefill takes x as integers, a call of
+// QuantizeRows that writes them to the arena's scratch (xbits, their width).
+func (l *lowering) quantizedX(v *ir.Value, R, K int, dt ir.DType) (x plan.Arg, xbits int, err error) {
 	x = l.arg(v.Args[0])
-	if !l.mod.Target.QuantizesPrefill(R, dt) {
-		return x, false, nil
+	bits := l.mod.Target.PrefillXBits(R, dt)
+	if bits == 0 {
+		return x, 0, nil
 	}
-	xq := l.scratch(codegen.QuantizedRowsBytes(R, K))
-	if l.inScratch == v.Args[0] {
-		return xq, true, nil
+	xq := l.scratch(codegen.QuantizedRowsBytes(R, K, bits))
+	want := scratchX{v.Args[0], bits}
+	if l.inScratch == want {
+		return xq, bits, nil
 	}
-	l.inScratch = v.Args[0]
-	return xq, true, l.call(codegen.QuantizeRows{R: R, K: K}, v.Name+".quantize", 1, xq, x)
+	l.inScratch = want
+	return xq, bits, l.call(codegen.QuantizeRows{R: R, K: K, Bits: bits}, v.Name+".quantize", 1, xq, x)
 }
 
 // scratch is arena space past the graph's values for a kernel's input that

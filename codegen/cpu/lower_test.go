@@ -41,12 +41,22 @@ func TestWorkerKernelInTable(t *testing.T) {
 	}
 }
 
-// TestPrefillQuantizesXOnce lowers llama.cpp's q4_0 GGUF for an AVX-512
-// VNNI target: every prefill matmul reads x as bytes from the arena's
-// scratch, past the graph's values, written by a QuantizeRows call before
-// it — one for q, k and v, which share x — while decode reads f32 x.
+// TestPrefillQuantizesXOnce lowers llama.cpp's q4_0 and q8_0 GGUFs for an
+// AVX-512 VNNI target: every prefill matmul reads x as integers (bytes for
+// q4_0, words for q8_0) from the arena's scratch, past the graph's values,
+// written by a QuantizeRows call before it — one for q, k and v, which
+// share x — while decode reads f32 x.
 func TestPrefillQuantizesXOnce(t *testing.T) {
-	ckpt, err := frontend.Open(filepath.Join(testModels, "tiny-hot.q4_0.gguf"))
+	for _, c := range []struct {
+		file string
+		bits int
+	}{{"tiny-hot.q4_0.gguf", 8}, {"tiny-hot.q8_0.gguf", 16}} {
+		t.Run(c.file, func(t *testing.T) { checkPrefillQuantizesXOnce(t, c.file, c.bits) })
+	}
+}
+
+func checkPrefillQuantizesXOnce(t *testing.T, file string, bits int) {
+	ckpt, err := frontend.Open(filepath.Join(testModels, file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,48 +74,55 @@ func TestPrefillQuantizesXOnce(t *testing.T) {
 	specs := mod.Specs()
 	layers := ckpt.Config.NumHiddenLayers
 	for name, p := range art.Programs {
-		var quantize, xbytes int
+		var quantize, xints int
 		var scratch int64 = -1
 		for i, s := range p.Steps {
 			switch spec := specs[s.Kernel].(type) {
 			case codegen.QuantizeRows:
 				quantize++
 				scratch = s.Args[0].Offset
-				if end := scratch + codegen.QuantizedRowsBytes(spec.R, spec.K); end > p.ArenaBytes {
+				if spec.Bits != bits {
+					t.Errorf("%s step %d rounds x to %d bits, want %d", name, i, spec.Bits, bits)
+				}
+				if end := scratch + codegen.QuantizedRowsBytes(spec.R, spec.K, spec.Bits); end > p.ArenaBytes {
 					t.Errorf("%s step %d: scratch ends at %d, past the arena's %d bytes", name, i, end, p.ArenaBytes)
 				}
 			case codegen.QMatmul, codegen.QGeGLU:
-				if !xbytesOf(spec) {
+				xbits := xbitsOf(spec)
+				if xbits == 0 {
 					continue
 				}
-				xbytes++
+				xints++
+				if xbits != bits {
+					t.Errorf("%s step %d (%s) takes x as %d bits, want %d", name, i, spec.Name(), xbits, bits)
+				}
 				if s.Args[1].Kind != plan.ArgArena || s.Args[1].Offset != scratch {
 					t.Errorf("%s step %d (%s) reads x at %v, not the scratch QuantizeRows wrote (%d)", name, i, spec.Name(), s.Args[1], scratch)
 				}
 			}
 		}
 		// Per layer, q/k/v, o, gate/up and down quantise x; prefill_all's
-		// LM head (the tied q4_0 embedding) takes every row too. Prefill's
-		// last layer runs o, gate/up and down on the last token's row
-		// alone (decode GEMVs), and decode programs quantise nothing.
-		want := map[string][2]int{ // QuantizeRows calls, byte matmuls
+		// LM head (the tied embedding) takes every row too. Prefill's last
+		// layer runs o, gate/up and down on the last token's row alone
+		// (decode GEMVs), and decode programs quantise nothing.
+		want := map[string][2]int{ // QuantizeRows calls, integer matmuls
 			"prefill":     {4*layers - 3, 6*layers - 3},
 			"prefill_all": {4*layers + 1, 6*layers + 1},
 		}[name]
-		if quantize != want[0] || xbytes != want[1] {
-			t.Errorf("%s: %d QuantizeRows calls and %d byte matmuls, want %d and %d", name, quantize, xbytes, want[0], want[1])
+		if quantize != want[0] || xints != want[1] {
+			t.Errorf("%s: %d QuantizeRows calls and %d integer matmuls, want %d and %d", name, quantize, xints, want[0], want[1])
 		}
 	}
 }
 
-func xbytesOf(s codegen.Spec) bool {
+func xbitsOf(s codegen.Spec) int {
 	switch s := s.(type) {
 	case codegen.QMatmul:
-		return s.XBytes
+		return s.XBits
 	case codegen.QGeGLU:
-		return s.XBytes
+		return s.XBits
 	}
-	return false
+	return 0
 }
 
 // TestF32MatricesLaidInPanels: an f32 build reads every layer matrix laid

@@ -101,13 +101,17 @@ func TestQuantizedGGUFCompiled(t *testing.T) {
 				if len(got) != n*V {
 					t.Fatalf("%s: %d logits, want %d", what, len(got), n*V)
 				}
-				// On targets that quantise activations, rows meet the
-				// reference data's tolerance for that: ≤ 1.0 and the
-				// same argmax; everything else ≤ 1e-3.
-				int8 := codegen.HostTarget().QuantizesActivations(c.dt)
+				// On targets that quantise activations to bytes, rows
+				// meet the reference data's tolerance for that: ≤ 1.0 and
+				// the same argmax; rounded to 16 bits (q8_0 prefill), our
+				// own 1e-2 (measured 0.002); everything else ≤ 1e-3.
+				bits := codegen.HostTarget().PrefillXBits(n, c.dt)
 				for r := 0; r < n; r++ {
 					tol := 1e-3
-					if int8 {
+					if bits == 16 {
+						tol = 1e-2
+					}
+					if codegen.HostTarget().QuantizesActivations(c.dt) {
 						tol = 1.0
 						if a, b := argmax(got[r*V:(r+1)*V]), argmax(ref.Logits[r]); a != b {
 							t.Errorf("%s: row %d: argmax %d, reference %d", what, r, a, b)
