@@ -50,23 +50,21 @@ import (
 // call instead, per thread and per chunk of columns, ran 140–150: every
 // chunk rounded all of x again, which also grows with the thread count.
 
-// int8PanelRows is the rows of an integer panel's tile: with P = 4 vectors,
+// intPanelRows is the rows of an integer panel's tile: with P = 4 vectors,
 // 3 rows hold 12 i32 and 12 f32 accumulators and the 4 weight vectors in 28
 // of the 32 registers. 3 measured ahead of 2 and 4 for bytes (medians of 5
 // runs, GEMMAC_I8R alternating: down 608 against 580 and 557 GFLOP/s, q 579
 // against 578 and 547, GeGLU 572 against 551 and 548).
-var int8PanelRows = 3
+var intPanelRows = 3
 
-// int8PanelK is the K block of a byte panel: 64 columns × 512 bytes, 32 KiB,
+// intPanelK is the K block of a byte panel: 64 columns × 512 bytes, 32 KiB,
 // which stays in L1 while the row tiles read it; 512 measured ahead of 1024
 // and 2304 and level with 256 (go test ./codegen -bench
 // 'Q(GEMM|Down)PrefillQ4_0', GEMMAC_I8K, alternating). Word panels take
-// half the k for the same bytes.
-var int8PanelK = 512
-
-// wordPanels lets benchmarks compare q8_0's word panels with its f32
-// panels (GEMMAC_WORDS=0).
-var wordPanels = true
+// half the k for the same bytes: 256 k ran ahead of 128 and level with 512
+// (go test ./codegen -bench 'Q(GEMM|GeGLU|Down)PrefillQ8_0Words',
+// GEMMAC_I8K 256, 512 and 1024, two rounds).
+var intPanelK = 512
 
 // PrefillXBits is how t's prefill matmuls of R rows over weights of dt take
 // x: 0 as f32, or 8 or 16 as QuantizeRows' integers (XBits): bytes for
@@ -77,7 +75,7 @@ func (t Target) PrefillXBits(R int, dt gir.DType) int {
 		return 0
 	case t.QuantizesActivations(dt):
 		return 8
-	case dt == gir.Q8_0 && wordPanels:
+	case dt == gir.Q8_0:
 		return 16
 	}
 	return 0
@@ -85,14 +83,13 @@ func (t Target) PrefillXBits(R int, dt gir.DType) int {
 
 // checkXBits: bytes are for q4_0's prefill, words for q8_0's.
 func checkXBits(bits, R int, dt gir.DType) error {
-	want := map[int]gir.DType{8: gir.Q4_0, 16: gir.Q8_0}
-	if bits == 0 {
+	switch {
+	case bits == 0:
+		return nil
+	case (bits == 8 && dt == gir.Q4_0 || bits == 16 && dt == gir.Q8_0) && usesPanels(R):
 		return nil
 	}
-	if w, ok := want[bits]; !ok || w != dt || !usesPanels(R) {
-		return fmt.Errorf("x as %d-bit integers is for more than %d rows of q4_0 (8) or q8_0 (16) weights, not %d rows of %v", bits, maxBatchRows, R, dt)
-	}
-	return nil
+	return fmt.Errorf("x as %d-bit integers is for more than %d rows of q4_0 (8) or q8_0 (16) weights, not %d rows of %v", bits, maxBatchRows, R, dt)
 }
 
 // QuantizeRows rounds rows of x to integers per block of 32 for the
@@ -191,14 +188,14 @@ func emitPanelGemmInt(g *gen, R, K, N int, dt gir.DType, bits, nw int, epi func(
 		panic(fmt.Sprintf("codegen: integer panels on %s, which has no 512-bit VNNI", g.t.Name))
 	}
 	P := int(panelGranule(nw))
-	kb := min(K, int8PanelK*8/bits)
+	kb := min(K, intPanelK*8/bits)
 	out, x, ws, nvalid := g.gemmArgs(R, nw, tI8)
 	xq, xd, xc := g.quantizedRows(g.b.NewBitCast(x, ptrT(tI8)), R, K, bits)
 	dwords := nw * kb * bits / 32 * P
 	panel := g.stack(tI32, dwords)
 	ip := &intPanel{ws: ws, dt: dt, bits: bits, K: K, P: P, kb: kb, xq: g.b.NewBitCast(xq, ptrT(tI32)), xd: xd, xc: xc,
 		panel: panel, scales: g.stack(tF32, nw*kb/gir.QK*P)}
-	emitPanels(g, ip, panelShape{R: R, K: K, N: N, nw: nw, P: P, mr: int8PanelRows, kb: kb, src: dt, ws: ws}, out, nvalid, epi)
+	emitPanels(g, ip, panelShape{R: R, K: K, N: N, nw: nw, P: P, mr: intPanelRows, kb: kb, src: dt, ws: ws}, out, nvalid, epi)
 }
 
 // intPanel packs q4_0 panels as unsigned bytes (bits 8) or q8_0 panels as

@@ -456,19 +456,16 @@ func getQBenchLib(b *testing.B) *lib {
 		}
 		panelKnobs()
 		if v := os.Getenv("GEMMAC_I8R"); v != "" {
-			int8PanelRows, _ = strconv.Atoi(v)
+			intPanelRows, _ = strconv.Atoi(v)
 		}
 		if v := os.Getenv("GEMMAC_I8K"); v != "" {
-			int8PanelK, _ = strconv.Atoi(v)
+			intPanelK, _ = strconv.Atoi(v)
 		}
 		if v := os.Getenv("GEMMAC_I8NC"); v != "" {
 			fmt.Sscanf(v, "%d,%d", &int8DecodeNC[0], &int8DecodeNC[1])
 		}
 		if os.Getenv("GEMMAC_INT8") == "0" {
 			int8Decode = false
-		}
-		if os.Getenv("GEMMAC_WORDS") == "0" {
-			wordPanels = false
 		}
 		m := NewModule(HostTarget())
 		for _, s := range qbenchSpec {
