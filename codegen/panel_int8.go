@@ -70,23 +70,21 @@ var intPanelK = 512
 // x: 0 as f32, or 8 or 16 as QuantizeRows' integers (XBits): bytes for
 // q4_0 and words for q8_0, on targets with 512-bit VNNI.
 func (t Target) PrefillXBits(R int, dt gir.DType) int {
-	switch {
-	case !usesPanels(R) || !t.hasVNNI() || t.Lanes != 16:
+	if !usesPanels(R) || !t.hasVNNI() || t.Lanes != 16 || dt == gir.Q4_0 && !t.QuantizesActivations(dt) {
 		return 0
-	case t.QuantizesActivations(dt):
-		return 8
-	case dt == gir.Q8_0:
-		return 16
 	}
-	return 0
+	return intPanelBits(dt)
+}
+
+// intPanelBits is the width of the integers the integer panels multiply
+// weights of dt with: bytes for q4_0, words for q8_0 (0: none).
+func intPanelBits(dt gir.DType) int {
+	return map[gir.DType]int{gir.Q4_0: 8, gir.Q8_0: 16}[dt]
 }
 
 // checkXBits: bytes are for q4_0's prefill, words for q8_0's.
 func checkXBits(bits, R int, dt gir.DType) error {
-	switch {
-	case bits == 0:
-		return nil
-	case (bits == 8 && dt == gir.Q4_0 || bits == 16 && dt == gir.Q8_0) && usesPanels(R):
+	if bits == 0 || bits == intPanelBits(dt) && usesPanels(R) {
 		return nil
 	}
 	return fmt.Errorf("x as %d-bit integers is for more than %d rows of q4_0 (8) or q8_0 (16) weights, not %d rows of %v", bits, maxBatchRows, R, dt)
@@ -155,7 +153,6 @@ func (s QuantizeRows) emit(g *gen) {
 	qmax := int64(1)<<(s.Bits-1) - 1
 	xq, xd, xc := g.quantizedRows(g.argPtr(0, tI8), s.R, s.K, s.Bits)
 	x := g.argPtr(1, tF32)
-	words := g.b.NewBitCast(xq, ptrT(tI16))
 	if s.Bits == 16 && g.L() != 16 {
 		panic(fmt.Sprintf("codegen: %s on %s, which has no 512-bit vpdpwssd", s.Name(), g.t.Name))
 	}
@@ -168,7 +165,7 @@ func (s QuantizeRows) emit(g *gen) {
 			if s.Bits == 16 {
 				half := vecT(gir.QK/2, tI16)
 				w := g.b.NewShuffleVector(g.b.NewTrunc(qs[0], half), g.b.NewTrunc(qs[1], half), shuffleMask(gir.QK, wordOrderK))
-				g.storeVecRaw(tI16, w, words, k, nil)
+				g.storeVecRaw(tI16, w, g.b.NewBitCast(xq, ptrT(tI16)), k, nil)
 				return
 			}
 			var sum value.Value = ci(qs[0].Type(), 0)
@@ -264,11 +261,11 @@ func (p *intPanel) accumulate(g *gen, acc []value.Value, r0 value.Value, mr int,
 				}
 			}
 			for r := 0; r < mr; r++ {
-				xd := g.splat(g.load(tI32, p.xq, g.add(xr[r], kd)), L)
+				xw := g.splat(g.load(tI32, p.xq, g.add(xr[r], kd)), L) // x's dword kd of row r
 				for m := 0; m < nw; m++ {
 					for v := 0; v < nv; v++ {
 						i := at(m, r, v)
-						iacc[i] = g.b.NewCall(dot, iacc[i], w[m*nv+v], xd)
+						iacc[i] = g.b.NewCall(dot, iacc[i], w[m*nv+v], xw)
 					}
 				}
 			}

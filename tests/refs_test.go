@@ -83,7 +83,7 @@ const wordsTol = 1e-2
 // activations stay f32, wordsTol when prefill rounds them to 16 bits, and
 // 1.0 with the same argmax (quantized) when they are rounded to bytes.
 func xTolerance(dt ir.DType, tol float64) (float64, bool) {
-	switch codegen.HostTarget().PrefillXBits(1024, dt) {
+	switch codegen.HostTarget().PrefillXBits(1024, dt) { // 1024 rows: a prefill chunk
 	case 8:
 		return 1, true
 	case 16:
